@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +42,11 @@ def workspace(bastion_home: Path) -> Iterator[Workspace]:
     ws.close()
 
 
+CliRunner = Callable[..., CliResult]
+
+
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> object:
+def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
     """Call ``bastion`` in process: ``cli("scan", path) -> CliResult``."""
 
     def run(*argv: str | Path) -> CliResult:
