@@ -37,7 +37,8 @@ class DemoModel:
 
     def predict(self, x: NDArray[np.floating]) -> NDArray[np.int64]:
         """Predicted digits for a batch of flattened 8x8 images."""
-        return np.argmax(self.logits(x), axis=1).astype(np.int64)
+        predicted: NDArray[np.int64] = np.argmax(self.logits(x), axis=1).astype(np.int64)
+        return predicted
 
 
 def train_demo_model(seed: int = 0) -> tuple[DemoModel, NDArray[np.float64], NDArray[np.int64]]:
