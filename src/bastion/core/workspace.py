@@ -8,6 +8,7 @@ Layout::
       store/                content-addressed artifact store
       keys/workspace.key    the workspace signing key (0600, optionally encrypted)
       keys/workspace.pub
+      audit.head            the audit log's latest signed checkpoint (see bastion.core.audit)
 
 :func:`find_workspace` locates one, :func:`init_workspace` creates one; neither ever changes
 an existing workspace.
@@ -25,6 +26,7 @@ from functools import cached_property
 from pathlib import Path
 
 from bastion.config import Settings, default_toml, load_settings
+from bastion.core.audit import AUDIT_HEAD_NAME, AuditLog
 from bastion.core.keys import (
     KeyAlgorithm,
     PrivateKey,
@@ -129,6 +131,22 @@ class Workspace:
     def actor(self) -> str:
         """Who is acting in this process (see :func:`current_actor`)."""
         return current_actor(self.environ)
+
+    def audit(self) -> AuditLog:
+        """The workspace audit log: checkpoints signed by the workspace key.
+
+        The private key is loaded only when a checkpoint is due (an encrypted key needs
+        ``BASTION_KEY_PASSPHRASE`` then, not for every append); the latest checkpoint is
+        also kept in ``audit.head`` in this folder.
+        """
+        return AuditLog(
+            self.database,
+            actor=self.actor(),
+            signing_key=self.signing_key,
+            public_key=self.public_key,
+            checkpoint_interval=self.settings.audit.checkpoint_interval,
+            head_path=self.root / AUDIT_HEAD_NAME,
+        )
 
     def close(self) -> None:
         """Release the database connections, if any were opened."""

@@ -1,0 +1,96 @@
+"""The core of bastion: workspace, keys, storage and the audit log (stable API).
+
+Everything else in bastion builds on these; ``core`` imports nothing else of bastion.
+"""
+
+from __future__ import annotations
+
+from bastion.core.audit import (
+    AUDIT_HEAD_NAME,
+    CHECKPOINT_DOMAIN,
+    EVENT_DOMAIN,
+    GENESIS_HASH,
+    JSON,
+    AuditEvent,
+    AuditHead,
+    AuditLog,
+    AuditVerification,
+    Checkpoint,
+    canonical_json,
+    checkpoint_message,
+    event_hash,
+)
+from bastion.core.keys import (
+    KeyAlgorithm,
+    PrivateKey,
+    PublicKey,
+    algorithm_of,
+    generate_key,
+    key_id,
+    load_private_key,
+    load_public_key,
+    public_pem,
+    sign_bytes,
+    verify_bytes,
+    write_keypair,
+)
+from bastion.core.storage import (
+    MIGRATIONS,
+    Database,
+    Migration,
+    metadata,
+    open_database,
+    sqlite_url,
+)
+from bastion.core.workspace import (
+    CONFIG_NAME,
+    DEFAULT_DIRNAME,
+    Workspace,
+    current_actor,
+    find_workspace,
+    init_workspace,
+    key_passphrase,
+    workspace_path,
+)
+
+__all__ = [
+    "AUDIT_HEAD_NAME",
+    "CHECKPOINT_DOMAIN",
+    "CONFIG_NAME",
+    "DEFAULT_DIRNAME",
+    "EVENT_DOMAIN",
+    "GENESIS_HASH",
+    "JSON",
+    "MIGRATIONS",
+    "AuditEvent",
+    "AuditHead",
+    "AuditLog",
+    "AuditVerification",
+    "Checkpoint",
+    "Database",
+    "KeyAlgorithm",
+    "Migration",
+    "PrivateKey",
+    "PublicKey",
+    "Workspace",
+    "algorithm_of",
+    "canonical_json",
+    "checkpoint_message",
+    "current_actor",
+    "event_hash",
+    "find_workspace",
+    "generate_key",
+    "init_workspace",
+    "key_id",
+    "key_passphrase",
+    "load_private_key",
+    "load_public_key",
+    "metadata",
+    "open_database",
+    "public_pem",
+    "sign_bytes",
+    "sqlite_url",
+    "verify_bytes",
+    "workspace_path",
+    "write_keypair",
+]
