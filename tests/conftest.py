@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,3 +57,49 @@ def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+#: The PostgreSQL server of the services tests (trust auth); TEST_POSTGRES_URL overrides it.
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (``bastion_test_<random>``), dropped after.
+
+    Tests using it carry ``@pytest.mark.services``. With no server, the test is skipped with
+    the reason, except in CI (``CI=true``), where a missing service is a failure.
+    """
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(POSTGRES_URL)
+    params = {
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 5432,
+        "user": url.username or "postgres",
+        "dbname": url.database or "postgres",
+        "connect_timeout": 5,
+    }
+    if url.password:
+        params["password"] = url.password
+    name = f"bastion_test_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(autocommit=True, **params)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL is not reachable at {url.render_as_string()}: {exc}".strip()
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(autocommit=True, **params) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

@@ -146,10 +146,12 @@ class Database:
         """
         applied: list[int] = []
         with self.begin(exclusive=True) as conn:
+            _lock_migrations(conn)
             schema_migrations.create(conn, checkfirst=True)
         known = max(m.version for m in MIGRATIONS)
         for migration in MIGRATIONS:
             with self.begin(exclusive=True) as conn:
+                _lock_migrations(conn)
                 done = {row[0] for row in conn.execute(sa.select(schema_migrations.c.version))}
                 if max(done, default=0) > known:
                     raise StorageError(
@@ -173,6 +175,17 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+#: Key of the PostgreSQL advisory lock that serialises migrations.
+_MIGRATION_LOCK_KEY = 0x62617374696F6E  # "bastion"
+
+
+def _lock_migrations(conn: Connection) -> None:
+    # SQLite's BEGIN IMMEDIATE already serialises migrations; PostgreSQL has no database write
+    # lock, so replicas starting together on a fresh database would each create the tables.
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
 
 
 def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -211,7 +224,11 @@ def open_database(url: str, *, migrate: bool = True) -> Database:
         raise StorageError(f"invalid database_url: {_first_line(exc)}") from exc
     database = Database(engine)
     if migrate:
-        database.migrate()
+        try:
+            database.migrate()
+        except BaseException:
+            database.dispose()  # or the pooled connection leaks (a newer database, say)
+            raise
     return database
 
 
