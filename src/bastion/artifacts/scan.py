@@ -1,0 +1,788 @@
+"""The static model-file scanner: walk, detect, dispatch, budget, report (stable API).
+
+:func:`scan_paths` is the whole of ``bastion scan``: it walks the paths (:func:`collect_targets`),
+scans every file in worker processes (:func:`scan_targets`) and returns a
+:class:`~bastion.artifacts.findings.ScanReport`. Nothing it scans is imported, unpickled or
+loaded: each format has its own bounded reader in :mod:`bastion.artifacts.scanners`.
+
+Budgets. Each file gets ``scan.timeout_seconds`` and ``scan.memory_mb``:
+
+- Files are scanned in forked worker processes, reused from file to file (no fork per file,
+  no interpreter start: a run over one file forks one worker, a few milliseconds). A worker
+  caps its heap with ``RLIMIT_DATA`` (not ``RLIMIT_AS``: files are read through read-only
+  shared memory maps, which should not count against the budget while their pages are only
+  cached copies of the disk), so a hostile file ends in ``MemoryError`` inside that worker;
+  the worker reports it and is replaced.
+- Time is enforced twice: cooperatively (every reader checks the deadline, and the pickle
+  analyser gets it as ``PickleLimits.deadline``), and by the parent, which kills a worker still
+  busy past the deadline plus a grace period and starts a new one.
+- A worker that dies (killed, crashed, out of memory) costs only its file, which is reported
+  unsafe; the scan goes on.
+
+Verdicts. A file is ``unsafe`` when a finding reaches ``fail_on`` (HIGH by default); limits
+and parse failures of known formats are HIGH findings ("could not be fully analysed: treated
+as unsafe"). A file no scanner recognises is ``skipped`` with its reason, never ``clean``; so
+are special files (FIFOs, devices: never opened), unreadable files and broken links. Symlinks
+found while walking a folder are not followed; one that leaves the folder is a HIGH finding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import mmap
+import os
+import resource
+import selectors
+import signal
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bastion.artifacts.findings import Atlas, FileResult, Finding, ScanReport, ScanStatus, Severity
+from bastion.artifacts.report import result_from_dict, result_to_dict
+from bastion.artifacts.scanners import SCANNERS, BudgetExceeded, ScanContext, Scanner
+from bastion.artifacts.scanners.interface import INCOMPLETE_SUFFIX
+from bastion.config import ScanSettings
+from bastion.errors import ScanError
+
+__all__ = [
+    "ScanTarget",
+    "collect_targets",
+    "scan_bytes",
+    "scan_file",
+    "scan_paths",
+    "scan_targets",
+]
+
+logger = logging.getLogger(__name__)
+
+#: What a caller may pass to observe progress: called once per finished file.
+Progress = Callable[[FileResult], None]
+
+UNKNOWN_FORMAT = "unknown"
+_UNRECOGNISED = "format not recognised: not a model format bastion reads"
+_LIMIT_REMEDIATION = (
+    "Raise the [scan] limit in bastion.toml only if the file comes from a trusted source; "
+    "otherwise treat it as hostile."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Precheck:
+    """A verdict reached without opening the file (links, special files)."""
+
+    format: str
+    findings: tuple[Finding, ...] = ()
+    skip_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanTarget:
+    """One file to scan, as found by :func:`collect_targets`.
+
+    Attributes:
+        path: where the file is, as reported.
+        follow: whether a symlink at ``path`` may be followed (only for paths named by the
+            caller; links found while walking a folder are never followed).
+        precheck: the verdict when it was reached without opening the file.
+    """
+
+    path: str
+    follow: bool = True
+    precheck: _Precheck | None = field(default=None, repr=False)
+
+
+# -- walking -----------------------------------------------------------------------------
+
+
+def collect_targets(paths: Iterable[str | os.PathLike[str]]) -> list[ScanTarget]:
+    """Expand files and folders into the files to scan, in a stable order.
+
+    Folders are walked without following symlinks: a link whose target lies inside the folder
+    is covered by the target's own entry; a link that leaves it is reported, not followed.
+
+    Raises:
+        ScanError: a path does not exist or cannot be examined at all.
+    """
+    targets: list[ScanTarget] = []
+    seen: set[str] = set()
+    for raw in paths:
+        path = os.fspath(raw)
+        try:
+            info = Path(path).stat()
+        except FileNotFoundError as exc:
+            raise ScanError(f"{path}: no such file or directory") from exc
+        except OSError as exc:
+            raise ScanError(f"{path}: {exc.strerror or exc}") from exc
+        found = _walk(path) if stat.S_ISDIR(info.st_mode) else [ScanTarget(path, follow=True)]
+        for target in found:
+            key = target.path if target.precheck else os.path.realpath(target.path)
+            if key not in seen:
+                seen.add(key)
+                targets.append(target)
+    return targets
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _walk(root: str) -> list[ScanTarget]:
+    real_root = os.path.realpath(root)
+    found: list[ScanTarget] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            found.append(_skip(folder, f"cannot list folder: {exc.strerror or exc}"))
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.is_symlink():
+                found.extend(_link(entry.path, real_root))
+            elif entry.is_dir(follow_symlinks=False):
+                subfolders.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                found.append(ScanTarget(entry.path, follow=False))
+            else:
+                found.append(
+                    _skip(entry.path, "not a regular file (FIFO, device or socket): not opened")
+                )
+        stack.extend(reversed(subfolders))
+    return sorted(found, key=lambda t: t.path)
+
+
+def _skip(path: str, reason: str, fmt: str = UNKNOWN_FORMAT) -> ScanTarget:
+    return ScanTarget(path, follow=False, precheck=_Precheck(fmt, skip_reason=reason))
+
+
+def _link(path: str, real_root: str) -> list[ScanTarget]:
+    target = os.path.realpath(path)
+    if not _inside(target, real_root):
+        finding = Finding(
+            rule_id="SYMLINK-ESCAPE",
+            severity=Severity.HIGH,
+            message=f"symlink leaves the scanned folder (it resolves to {target}); not "
+            "followed: loaders that open it read a file outside the model",
+            path=path,
+            atlas=Atlas.SUPPLY_CHAIN_MODEL,
+            remediation="Replace the link with the file it should be, or remove it.",
+        )
+        return [ScanTarget(path, follow=False, precheck=_Precheck("symlink", (finding,)))]
+    if not os.path.lexists(target) or not Path(path).exists():
+        return [_skip(path, "broken symlink", "symlink")]
+    return []  # the target is inside the folder and is scanned under its own name
+
+
+# -- scanning one file --------------------------------------------------------------------
+
+
+def _verdict(
+    path: str,
+    fmt: str,
+    findings: Iterable[Finding],
+    fail_on: Severity,
+    *,
+    skip_reason: str = "",
+    size: int = 0,
+    seconds: float = 0.0,
+) -> FileResult:
+    ordered = tuple(
+        sorted(
+            findings,
+            key=lambda f: (-f.severity, f.member, -1 if f.offset is None else f.offset, f.rule_id),
+        )
+    )
+    if any(f.severity >= fail_on for f in ordered):
+        status = ScanStatus.UNSAFE
+        skip_reason = ""
+    elif skip_reason:
+        status = ScanStatus.SKIPPED
+    else:
+        status = ScanStatus.CLEAN
+    return FileResult(
+        path=path,
+        format=fmt,
+        status=status,
+        findings=ordered,
+        skip_reason=skip_reason,
+        bytes_scanned=size,
+        seconds=round(seconds, 6),
+    )
+
+
+def _limit_finding(path: str, kind: str, what: str) -> Finding:
+    return Finding(
+        rule_id=f"SCAN-LIMIT-{kind.upper()}",
+        severity=Severity.HIGH,
+        message=f"{what}: {INCOMPLETE_SUFFIX}",
+        path=path,
+        atlas=Atlas.DENIAL_OF_SERVICE,
+        remediation=_LIMIT_REMEDIATION,
+    )
+
+
+def _scan_view(
+    view: memoryview,
+    path: str,
+    settings: ScanSettings,
+    fail_on: Severity,
+    *,
+    disk_path: Path | None,
+    started: float,
+    scanners: tuple[Scanner, ...],
+) -> FileResult:
+    ctx = ScanContext(
+        path,
+        settings,
+        scanners,
+        disk_path=disk_path,
+        deadline=started + settings.timeout_seconds,
+    )
+    labels: list[str] = []
+    try:
+        labels = ctx.scan_content(view)
+    except BudgetExceeded:
+        ctx.add_finding(
+            _limit_finding(path, "time", f"scan took longer than {settings.timeout_seconds:g} s")
+        )
+    except MemoryError:
+        ctx.add_finding(
+            _limit_finding(path, "memory", f"scan needed more than {settings.memory_mb} MiB")
+        )
+        raise _WorkerSpent(ctx, labels) from None
+    except RecursionError:
+        ctx.add_finding(_limit_finding(path, "depth", "structures nested too deeply"))
+    if ctx.dropped_findings:
+        ctx.add(
+            "SCAN-FINDINGS-TRUNCATED",
+            Severity.INFO,
+            f"{ctx.dropped_findings} more findings were dropped (per-file cap)",
+        )
+    fmt = "+".join(labels) if labels else UNKNOWN_FORMAT
+    reason = "" if labels else _UNRECOGNISED
+    if ctx.findings and not labels:
+        fmt = UNKNOWN_FORMAT
+    return _verdict(
+        path,
+        fmt,
+        ctx.findings,
+        fail_on,
+        skip_reason=reason,
+        size=len(view),
+        seconds=time.monotonic() - started,
+    )
+
+
+class _WorkerSpent(Exception):  # noqa: N818 - carries a partial result out of a dying worker
+    def __init__(self, ctx: ScanContext, labels: list[str]) -> None:
+        super().__init__("memory budget exceeded")
+        self.ctx = ctx
+        self.labels = labels
+
+
+def scan_file(
+    path: str | os.PathLike[str],
+    settings: ScanSettings | None = None,
+    *,
+    fail_on: Severity = Severity.HIGH,
+    follow: bool = True,
+    scanners: tuple[Scanner, ...] = SCANNERS,
+) -> FileResult:
+    """Scan one file in this process, with cooperative limits only.
+
+    The time budget is kept by the readers' own deadline checks and the memory budget by the
+    caps on every buffer they build; nothing can kill a reader stuck in C code or a memory
+    blow-up the caps do not foresee. :func:`scan_paths` runs this in worker processes that
+    enforce both budgets; call it directly only on files you already trust to be small.
+
+    Args:
+        path: the file.
+        settings: limits; the defaults when None.
+        fail_on: the lowest severity that makes the file unsafe.
+        follow: whether a symlink at ``path`` may be followed.
+        scanners: the formats to recognise.
+    """
+    settings = settings or ScanSettings()
+    shown = os.fspath(path)
+    started = time.monotonic()
+    try:
+        return _scan_path(shown, settings, fail_on, follow, started, scanners)
+    except _WorkerSpent as spent:
+        return _verdict(
+            shown,
+            "+".join(spent.labels) or UNKNOWN_FORMAT,
+            spent.ctx.findings,
+            fail_on,
+            seconds=time.monotonic() - started,
+        )
+
+
+def _scan_path(
+    path: str,
+    settings: ScanSettings,
+    fail_on: Severity,
+    follow: bool,
+    started: float,
+    scanners: tuple[Scanner, ...],
+) -> FileResult:
+    try:
+        info = Path(path).stat() if follow else Path(path).lstat()
+    except OSError as exc:
+        return _verdict(path, UNKNOWN_FORMAT, (), fail_on, skip_reason=_os_reason(exc))
+    if not stat.S_ISREG(info.st_mode):
+        reason = "not a regular file (FIFO, device or socket): not opened"
+        if stat.S_ISLNK(info.st_mode):
+            reason = "symlink found while walking a folder: not followed"
+        return _verdict(path, UNKNOWN_FORMAT, (), fail_on, skip_reason=reason)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        return _verdict(path, UNKNOWN_FORMAT, (), fail_on, skip_reason=_os_reason(exc))
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+            info.st_dev,
+            info.st_ino,
+        ):
+            return _verdict(
+                path, UNKNOWN_FORMAT, (), fail_on, skip_reason="file changed while opening it"
+            )
+        size = opened.st_size
+        if size == 0:
+            return _verdict(path, UNKNOWN_FORMAT, (), fail_on, skip_reason="empty file")
+        if size > settings.max_file_bytes:
+            finding = _limit_finding(
+                path, "size", f"file of {size} bytes, more than {settings.max_file_bytes}"
+            )
+            return _verdict(path, UNKNOWN_FORMAT, (finding,), fail_on, size=size)
+        try:
+            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            return _verdict(path, UNKNOWN_FORMAT, (), fail_on, skip_reason=_os_reason(exc))
+    finally:
+        os.close(fd)
+    view = memoryview(mapped)
+    try:
+        return _scan_view(
+            view,
+            path,
+            settings,
+            fail_on,
+            disk_path=Path(path),
+            started=started,
+            scanners=scanners,
+        )
+    finally:
+        view.release()
+        # Slices still referenced (by a traceback being unwound) keep the map alive; it is
+        # unmapped when the last of them goes.
+        with contextlib.suppress(BufferError):
+            mapped.close()
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "cannot read: permission denied"
+        if exc.errno == errno.ENOENT:
+            return "file vanished before it could be read"
+        if exc.errno == errno.ELOOP:
+            return "symlink found while walking a folder: not followed"
+        return f"cannot read: {exc.strerror or exc}"
+    return f"cannot read: {exc}"
+
+
+def scan_bytes(
+    data: bytes | bytearray | memoryview,
+    *,
+    name: str,
+    settings: ScanSettings | None = None,
+    fail_on: Severity = Severity.HIGH,
+    scanners: tuple[Scanner, ...] = SCANNERS,
+) -> FileResult:
+    """Scan content held in memory (an upload, a fuzzer's input) in this process.
+
+    Same cooperative limits as :func:`scan_file`; checks that need the file's folder (ONNX
+    external data symlinks) only look at the path text.
+    """
+    settings = settings or ScanSettings()
+    started = time.monotonic()
+    view = memoryview(data).cast("B")
+    if not len(view):
+        return _verdict(name, UNKNOWN_FORMAT, (), fail_on, skip_reason="empty file")
+    try:
+        return _scan_view(
+            view,
+            name,
+            settings,
+            fail_on,
+            disk_path=None,
+            started=started,
+            scanners=scanners,
+        )
+    except _WorkerSpent as spent:
+        return _verdict(name, UNKNOWN_FORMAT, spent.ctx.findings, fail_on)
+
+
+# -- worker processes ---------------------------------------------------------------------
+
+
+def _vm_data() -> int:
+    """This process's data segment size in bytes (what RLIMIT_DATA limits), 0 if unknown."""
+    try:
+        with Path("/proc/self/status").open("rb") as status:
+            for line in status:
+                if line.startswith(b"VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+@dataclass
+class _Worker:
+    pid: int
+    tasks: int  # write end: task lines to the worker
+    results: int  # read end: result lines from the worker
+    buffer: bytearray = field(default_factory=bytearray)
+    busy: int | None = None  # index of the task in hand
+    started: float = 0.0
+
+
+class _Pool:
+    """Forked scanner processes, reused across files, replaced only when one dies.
+
+    Messages are JSON lines over pipes (no pickle anywhere in bastion): a task is the file's
+    index and path, a result is :func:`~bastion.artifacts.report.result_to_dict` output.
+    """
+
+    def __init__(self, settings: ScanSettings, fail_on: Severity, size: int) -> None:
+        self.settings = settings
+        self.fail_on = fail_on
+        self.size = size
+        self.workers: list[_Worker] = []
+        self.selector = selectors.DefaultSelector()
+        timeout = settings.timeout_seconds
+        self.hard_limit = timeout + max(0.5, min(5.0, 0.1 * timeout))
+
+    def spawn(self) -> _Worker:
+        task_r, task_w = os.pipe()
+        result_r, result_w = os.pipe()
+        inherited = [fd for w in self.workers for fd in (w.tasks, w.results)]
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child; its effects are tested
+            code = 0
+            try:
+                os.close(task_w)
+                os.close(result_r)
+                for fd in inherited:
+                    os.close(fd)
+                _worker_main(task_r, result_w, self.settings, self.fail_on)
+            except BaseException:
+                code = 70
+            finally:
+                os._exit(code)
+        os.close(task_r)
+        os.close(result_w)
+        os.set_blocking(result_r, False)
+        worker = _Worker(pid=pid, tasks=task_w, results=result_r)
+        self.workers.append(worker)
+        self.selector.register(result_r, selectors.EVENT_READ, worker)
+        return worker
+
+    def retire(self, worker: _Worker, *, kill: bool) -> int | None:
+        """Close a worker's pipes, kill it if asked, reap it; return its wait status."""
+        self.workers.remove(worker)
+        self.selector.unregister(worker.results)
+        for fd in (worker.tasks, worker.results):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGKILL)
+        _, status = os.waitpid(worker.pid, 0)
+        return status
+
+    def send(self, worker: _Worker, index: int, target: ScanTarget) -> None:
+        line = json.dumps({"i": index, "path": target.path, "follow": target.follow}) + "\n"
+        worker.busy = index
+        worker.started = time.monotonic()
+        _write_all(worker.tasks, line.encode())
+
+    def close(self) -> None:
+        """Stop every worker: idle ones leave at the end of their task pipe, busy ones are
+        killed (an interrupted scan does not wait for a slow file)."""
+        for worker in list(self.workers):
+            with contextlib.suppress(OSError):
+                os.close(worker.tasks)
+            if worker.busy is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 2.0
+        for worker in list(self.workers):
+            self.workers.remove(worker)
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(worker.results)
+            with contextlib.suppress(OSError):
+                os.close(worker.results)
+            done = 0
+            while time.monotonic() < deadline:
+                done, _ = os.waitpid(worker.pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.002)
+            if not done:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
+                os.waitpid(worker.pid, 0)
+        self.selector.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _worker_main(
+    task_fd: int, result_fd: int, settings: ScanSettings, fail_on: Severity
+) -> None:  # pragma: no cover - child process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    logging.disable(logging.CRITICAL)  # a lock held by another thread at fork may never free
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    budget = settings.memory_mb * 2**20
+    baseline = _vm_data()
+    if baseline:
+        with contextlib.suppress(ValueError, OSError):
+            _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+            limit = baseline + budget
+            if hard != resource.RLIM_INFINITY:
+                limit = min(limit, hard)
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    with os.fdopen(task_fd, "rb") as tasks, os.fdopen(result_fd, "wb") as results:
+        for line in tasks:
+            task = json.loads(line)
+            spent = False
+            try:
+                result = _scan_path(
+                    task["path"],
+                    settings,
+                    fail_on,
+                    bool(task["follow"]),
+                    time.monotonic(),
+                    SCANNERS,
+                )
+            except _WorkerSpent as exc:
+                spent = True
+                result = _verdict(
+                    task["path"],
+                    "+".join(exc.labels) or UNKNOWN_FORMAT,
+                    exc.ctx.findings,
+                    fail_on,
+                )
+            except Exception as exc:
+                result = _verdict(
+                    task["path"], UNKNOWN_FORMAT, (_internal_error(task["path"], exc),), fail_on
+                )
+            # Memory a file left fragmented is not given back: start afresh past half the budget.
+            leaving = spent or bool(baseline and _vm_data() > baseline + budget // 2)
+            payload = {"i": task["i"], "result": result_to_dict(result), "leaving": leaving}
+            results.write(json.dumps(payload).encode() + b"\n")
+            results.flush()
+            if leaving:
+                return
+
+
+def _internal_error(path: str, exc: BaseException) -> Finding:
+    return Finding(
+        rule_id="SCAN-INTERNAL-ERROR",
+        severity=Severity.HIGH,
+        message=f"the scanner failed on this file ({type(exc).__name__}: {exc}): "
+        f"{INCOMPLETE_SUFFIX}",
+        path=path,
+        atlas=Atlas.SUPPLY_CHAIN_MODEL,
+        remediation="Report this to the bastion maintainers with the file if you can share it.",
+    )
+
+
+def _died(path: str, status: int | None, *, timed_out: bool, settings: ScanSettings) -> Finding:
+    if timed_out:
+        return _limit_finding(
+            path, "time", f"scan took longer than {settings.timeout_seconds:g} s and was killed"
+        )
+    how = "ended"
+    if status is not None and os.WIFSIGNALED(status):
+        how = f"was killed by signal {os.WTERMSIG(status)}"
+    elif status is not None and os.WIFEXITED(status):
+        how = f"exited with status {os.WEXITSTATUS(status)}"
+    return Finding(
+        rule_id="SCAN-WORKER-CRASHED",
+        severity=Severity.HIGH,
+        message=f"the scanner process for this file {how} (a crash or the memory budget): "
+        f"{INCOMPLETE_SUFFIX}",
+        path=path,
+        atlas=Atlas.DENIAL_OF_SERVICE,
+        remediation="Treat the file as hostile.",
+    )
+
+
+def _run_pool(
+    targets: Sequence[ScanTarget],
+    indices: Sequence[int],
+    settings: ScanSettings,
+    fail_on: Severity,
+    workers: int,
+    on_result: Callable[[int, FileResult], None],
+) -> None:
+    pending = deque(indices)
+    pool = _Pool(settings, fail_on, workers)
+    try:
+        while pending or any(w.busy is not None for w in pool.workers):
+            idle = [w for w in pool.workers if w.busy is None]
+            while pending and (idle or len(pool.workers) < pool.size):
+                worker = idle.pop() if idle else pool.spawn()
+                index = pending.popleft()
+                try:
+                    pool.send(worker, index, targets[index])
+                except OSError:  # it died between tasks: replace it, keep the file
+                    worker.busy = None
+                    pool.retire(worker, kill=True)
+                    pending.appendleft(index)
+            busy = [w for w in pool.workers if w.busy is not None]
+            now = time.monotonic()
+            wait = max(0.0, min(w.started + pool.hard_limit for w in busy) - now) if busy else 0
+            for key, _ in pool.selector.select(timeout=wait):
+                worker = key.data
+                _drain(pool, worker, targets, settings, on_result)
+            now = time.monotonic()
+            for worker in [w for w in pool.workers if w.busy is not None]:
+                late = worker.busy
+                if late is not None and now > worker.started + pool.hard_limit:
+                    status = pool.retire(worker, kill=True)
+                    path = targets[late].path
+                    finding = _died(path, status, timed_out=True, settings=settings)
+                    on_result(late, _verdict(path, UNKNOWN_FORMAT, (finding,), fail_on))
+    finally:
+        pool.close()
+
+
+def _drain(
+    pool: _Pool,
+    worker: _Worker,
+    targets: Sequence[ScanTarget],
+    settings: ScanSettings,
+    on_result: Callable[[int, FileResult], None],
+) -> None:
+    try:
+        chunk = os.read(worker.results, 1 << 16)
+    except BlockingIOError:
+        return
+    if chunk:
+        worker.buffer += chunk
+        while b"\n" in worker.buffer:
+            line, _, rest = bytes(worker.buffer).partition(b"\n")
+            worker.buffer = bytearray(rest)
+            message = json.loads(line)
+            worker.busy = None
+            on_result(int(message["i"]), result_from_dict(message["result"]))
+            if message.get("leaving"):
+                pool.retire(worker, kill=False)
+                return
+        return
+    # End of file: the worker is gone (it left on purpose after a heavy file, or it died).
+    index = worker.busy
+    status = pool.retire(worker, kill=True)
+    if index is not None:
+        path = targets[index].path
+        finding = _died(path, status, timed_out=False, settings=settings)
+        on_result(index, _verdict(path, UNKNOWN_FORMAT, (finding,), pool.fail_on))
+
+
+# -- the driver ---------------------------------------------------------------------------
+
+
+def scan_targets(
+    targets: Sequence[ScanTarget],
+    settings: ScanSettings | None = None,
+    *,
+    fail_on: Severity = Severity.HIGH,
+    progress: Progress | None = None,
+    isolate: bool = True,
+) -> ScanReport:
+    """Scan collected targets; results come back in the targets' order.
+
+    Args:
+        targets: from :func:`collect_targets`.
+        settings: limits and the number of workers (``workers = 0``: one per core).
+        fail_on: the lowest severity that makes a file unsafe.
+        progress: called with each file's result as it finishes (in the calling thread).
+        isolate: scan in worker processes that enforce the time and memory budgets (the
+            default). False scans in this process with cooperative limits only, for fuzzing
+            and debugging.
+    """
+    settings = settings or ScanSettings()
+    results: list[FileResult | None] = [None] * len(targets)
+
+    def done(index: int, result: FileResult) -> None:
+        results[index] = result
+        if progress is not None:
+            progress(result)
+
+    to_scan = []
+    for index, target in enumerate(targets):
+        if target.precheck is not None:
+            check = target.precheck
+            done(
+                index,
+                _verdict(
+                    target.path,
+                    check.format,
+                    check.findings,
+                    fail_on,
+                    skip_reason=check.skip_reason,
+                ),
+            )
+        else:
+            to_scan.append(index)
+    if to_scan and isolate:
+        workers = min(settings.workers or os.cpu_count() or 1, len(to_scan))
+        _run_pool(targets, to_scan, settings, fail_on, workers, done)
+    else:
+        for index in to_scan:
+            target = targets[index]
+            done(index, scan_file(target.path, settings, fail_on=fail_on, follow=target.follow))
+    return ScanReport(results=tuple(r for r in results if r is not None))
+
+
+def scan_paths(
+    paths: Iterable[str | os.PathLike[str]],
+    settings: ScanSettings | None = None,
+    *,
+    fail_on: Severity = Severity.HIGH,
+    progress: Progress | None = None,
+    isolate: bool = True,
+) -> ScanReport:
+    """Scan files and folders: :func:`collect_targets` then :func:`scan_targets`.
+
+    Raises:
+        ScanError: a path does not exist or cannot be examined at all.
+    """
+    return scan_targets(
+        collect_targets(paths), settings, fail_on=fail_on, progress=progress, isolate=isolate
+    )

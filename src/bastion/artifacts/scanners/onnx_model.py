@@ -1,0 +1,248 @@
+"""ONNX models, read with a small bounded protobuf reader (never ``onnx.load``).
+
+Only the fields that matter are visited (``onnx/onnx.proto``): the graph, its nodes, their
+attributes' subgraphs (``g``, ``graphs``: the bodies of ``If``, ``Loop``, ``Scan``), tensors
+(initializers, attribute tensors, sparse tensors), local functions and training graphs.
+
+Checked:
+
+- external data: a tensor's ``location`` is joined to the model's folder by every ONNX
+  reader. An absolute path, a ``..`` component or a symlink that resolves outside the folder
+  makes loading read (and with ``save`` write) arbitrary files (CVE-2022-25882,
+  CVE-2024-27318, CVE-2024-27319 in ``onnx``). Paths are resolved with
+  :func:`os.path.realpath`, which reads links but opens nothing.
+- operator domains outside the ONNX standard: running such a node needs a custom operator
+  library, native code that comes with the model (MITRE ATLAS AML.T0011.000). Domains of the
+  model's own local functions are not custom; ONNX Runtime's contrib domains are noted only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bastion.artifacts.findings import Atlas, Severity
+from bastion.artifacts.scanners._protobuf import LENGTH, VARINT, ProtobufError, fields, text
+from bastion.artifacts.scanners.interface import ScanContext
+
+__all__ = ["OnnxScanner"]
+
+#: ModelProto fields and the wire type each must have.
+_MODEL_FIELDS = {
+    1: VARINT,
+    2: LENGTH,
+    3: LENGTH,
+    4: LENGTH,
+    5: VARINT,
+    6: LENGTH,
+    7: LENGTH,
+    8: LENGTH,
+    14: LENGTH,
+    20: LENGTH,
+    25: LENGTH,
+    26: LENGTH,
+}
+_MAX_DETECT_FIELDS = 100_000
+#: Subgraphs nested deeper than this are a limit finding (protobuf's own limit is 100).
+MAX_GRAPH_DEPTH = 64
+STANDARD_DOMAINS = frozenset(
+    {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training"}
+)
+#: Contrib operators that ship inside ONNX Runtime itself.
+RUNTIME_DOMAINS = frozenset(
+    {"com.microsoft", "com.microsoft.nchwc", "com.microsoft.experimental", "com.ms.internal.nhwc"}
+)
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+@dataclass
+class _Walk:
+    ctx: ScanContext
+    data: memoryview
+    node_domains: dict[str, set[str]] = field(default_factory=dict)
+    function_domains: set[str] = field(default_factory=set)
+    locations: set[str] = field(default_factory=set)
+    visited: int = 0
+
+
+class OnnxScanner:
+    """ONNX ModelProto files."""
+
+    name = "onnx"
+
+    def matches(self, data: memoryview) -> bool:
+        if not data or data[0] != 0x08:  # ir_version, field 1, comes first from every writer
+            return False
+        seen_graph = False
+        try:
+            for count, (number, wire, _) in enumerate(fields(data, 0, len(data))):
+                if count > _MAX_DETECT_FIELDS or _MODEL_FIELDS.get(number) != wire:
+                    return False
+                seen_graph = seen_graph or number == 7
+        except ProtobufError:
+            return False
+        return seen_graph
+
+    def scan(self, data: memoryview, ctx: ScanContext) -> str:
+        walk = _Walk(ctx, data)
+        try:
+            for number, _, value in fields(data, 0, len(data)):
+                if number == 7 and isinstance(value, tuple):
+                    _graph(walk, value, 0)
+                elif number == 20 and isinstance(value, tuple):
+                    for sub, _, span in fields(data, *value):
+                        if sub in (1, 2) and isinstance(span, tuple):
+                            _graph(walk, span, 1)
+                elif number == 25 and isinstance(value, tuple):
+                    _function(walk, value)
+        except ProtobufError as exc:
+            ctx.incomplete(f"ONNX protobuf is malformed ({exc})")
+            return "onnx"
+        except _TooDeepError:
+            ctx.limit("depth", f"ONNX subgraphs nested deeper than {MAX_GRAPH_DEPTH} levels")
+        _report_domains(walk)
+        return "onnx"
+
+
+class _TooDeepError(Exception):
+    pass
+
+
+def _tick(walk: _Walk) -> None:
+    walk.visited += 1
+    if walk.visited % 1024 == 0:
+        walk.ctx.check_deadline()
+
+
+def _graph(walk: _Walk, span: tuple[int, int], depth: int) -> None:
+    if depth > MAX_GRAPH_DEPTH:
+        raise _TooDeepError
+    for number, _, value in fields(walk.data, *span):
+        if not isinstance(value, tuple):
+            continue
+        if number == 1:
+            _node(walk, value, depth)
+        elif number == 5:
+            _tensor(walk, value)
+        elif number == 15:
+            _sparse_tensor(walk, value)
+
+
+def _node(walk: _Walk, span: tuple[int, int], depth: int) -> None:
+    _tick(walk)
+    op_type = ""
+    domain = ""
+    for number, _, value in fields(walk.data, *span):
+        if number == 4:
+            op_type = text(walk.data, value)
+        elif number == 7:
+            domain = text(walk.data, value)
+        elif number == 5 and isinstance(value, tuple):
+            _attribute(walk, value, depth)
+    walk.node_domains.setdefault(domain, set()).add(op_type)
+
+
+def _attribute(walk: _Walk, span: tuple[int, int], depth: int) -> None:
+    for number, _, value in fields(walk.data, *span):
+        if not isinstance(value, tuple):
+            continue
+        if number in (5, 10):
+            _tensor(walk, value)
+        elif number in (6, 11):
+            _graph(walk, value, depth + 1)
+        elif number in (22, 23):
+            _sparse_tensor(walk, value)
+
+
+def _sparse_tensor(walk: _Walk, span: tuple[int, int]) -> None:
+    for number, _, value in fields(walk.data, *span):
+        if number in (1, 2) and isinstance(value, tuple):
+            _tensor(walk, value)
+
+
+def _function(walk: _Walk, span: tuple[int, int]) -> None:
+    for number, _, value in fields(walk.data, *span):
+        if number == 10:
+            walk.function_domains.add(text(walk.data, value))
+        elif number == 7 and isinstance(value, tuple):
+            _node(walk, value, 0)
+
+
+def _tensor(walk: _Walk, span: tuple[int, int]) -> None:
+    _tick(walk)
+    name = ""
+    for number, _, value in fields(walk.data, *span):
+        if number == 8:
+            name = text(walk.data, value)
+        elif number == 13 and isinstance(value, tuple):
+            key = entry_value = ""
+            for sub, _, item in fields(walk.data, *value):
+                if sub == 1:
+                    key = text(walk.data, item)
+                elif sub == 2:
+                    entry_value = text(walk.data, item)
+            if key == "location":
+                _location(walk, entry_value, name)
+
+
+def _location(walk: _Walk, location: str, tensor: str) -> None:
+    if location in walk.locations:
+        return
+    walk.locations.add(location)
+    ctx = walk.ctx
+    problem = _location_problem(location, ctx)
+    if problem is None:
+        return
+    severity, what = problem
+    ctx.add(
+        "ONNX-EXTERNAL-DATA-PATH",
+        severity,
+        f"tensor {tensor!r} reads its external data from {location!r}: {what}",
+        atlas=Atlas.SUPPLY_CHAIN_MODEL if severity < Severity.HIGH else Atlas.UNSAFE_ARTIFACT,
+        remediation="External data must be plain relative files inside the model folder; "
+        "do not load this model.",
+    )
+
+
+def _location_problem(location: str, ctx: ScanContext) -> tuple[Severity, str] | None:
+    if not location or "\0" in location:
+        return Severity.HIGH, "the path is empty or holds a NUL byte"
+    normal = location.replace("\\", "/")
+    if normal.startswith("/") or _DRIVE.match(location):
+        return Severity.HIGH, "an absolute path, outside the model folder"
+    if ".." in normal.split("/"):
+        return Severity.HIGH, "the path climbs out of the model folder with '..'"
+    if not ctx.at_file_level or ctx.disk_path is None:
+        return None  # inside an archive: no folder to resolve against
+    base = os.path.realpath(ctx.disk_path.parent)
+    target = os.path.realpath(Path(base, normal))
+    if os.path.commonpath([base, target]) != base:
+        return Severity.HIGH, f"a symlink resolves it to {target}, outside the model folder"
+    if not os.path.lexists(target):
+        return Severity.LOW, "the file does not exist"
+    return None
+
+
+def _report_domains(walk: _Walk) -> None:
+    for domain in sorted(walk.node_domains):
+        if domain in STANDARD_DOMAINS or domain in walk.function_domains:
+            continue
+        ops = ", ".join(sorted(walk.node_domains[domain])[:10])
+        if domain in RUNTIME_DOMAINS:
+            walk.ctx.add(
+                "ONNX-RUNTIME-DOMAIN",
+                Severity.LOW,
+                f"operators from ONNX Runtime's contrib domain {domain!r} ({ops})",
+                atlas=Atlas.SUPPLY_CHAIN_MODEL,
+            )
+            continue
+        walk.ctx.add(
+            "ONNX-CUSTOM-DOMAIN",
+            Severity.MEDIUM,
+            f"custom operator domain {domain!r} ({ops}): running the model needs a custom "
+            "operator library, native code outside ONNX",
+            atlas=Atlas.UNSAFE_ARTIFACT,
+            remediation="Load custom operator libraries only from trusted sources.",
+        )
