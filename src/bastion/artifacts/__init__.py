@@ -20,6 +20,7 @@ from bastion.artifacts.pickle_scan import (
     analyze_pickle,
     looks_like_pickle,
 )
+from bastion.artifacts.provenance import DataDigest, Provenance
 from bastion.artifacts.report import (
     report_summary,
     report_to_dict,
@@ -33,19 +34,27 @@ from bastion.artifacts.scan import (
     scan_paths,
     scan_targets,
 )
+from bastion.artifacts.signing import SignOptions, SignResult, sign
+from bastion.artifacts.verification import VerifiedModel, default_signature_path, verify
 
 __all__ = [
     "Atlas",
+    "DataDigest",
     "FileResult",
     "Finding",
     "PickleAnalysis",
     "PickleLimits",
+    "Provenance",
     "ScanReport",
     "ScanStatus",
     "ScanTarget",
     "Severity",
+    "SignOptions",
+    "SignResult",
+    "VerifiedModel",
     "analyze_pickle",
     "collect_targets",
+    "default_signature_path",
     "looks_like_pickle",
     "report_summary",
     "report_to_dict",
@@ -54,4 +63,6 @@ __all__ = [
     "scan_file",
     "scan_paths",
     "scan_targets",
+    "sign",
+    "verify",
 ]
