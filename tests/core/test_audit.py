@@ -774,15 +774,20 @@ WORKERS = 4
 APPENDS = 50
 
 
-def _append_worker(environ: dict[str, str], worker: int, barrier: Any) -> None:
-    ws = find_workspace(environ=environ)
-    try:
-        log = ws.audit()
-        barrier.wait(timeout=60)
-        for i in range(APPENDS):
-            log.append("test.concurrent", f"worker-{worker}", {"worker": worker, "i": i})
-    finally:
-        ws.close()
+# Run by builtins.exec in each spawned process: under pytest's --import-mode=importlib this test
+# module is not importable there, so the worker travels as source (and imports only bastion).
+_APPEND_WORKER = """
+from bastion.core.workspace import find_workspace
+
+ws = find_workspace(environ=environ)
+try:
+    log = ws.audit()
+    barrier.wait(timeout=60)
+    for i in range(appends):
+        log.append("test.concurrent", f"worker-{worker}", {"worker": worker, "i": i})
+finally:
+    ws.close()
+"""
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
@@ -801,8 +806,14 @@ def test_concurrent_processes_never_fork_the_chain(shared_environ: dict[str, str
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(WORKERS)
     processes = [
-        context.Process(target=_append_worker, args=(shared_environ, worker, barrier))
-        for worker in range(WORKERS)
+        context.Process(
+            target=exec,
+            args=(
+                _APPEND_WORKER,
+                {"environ": shared_environ, "worker": w, "appends": APPENDS, "barrier": barrier},
+            ),
+        )
+        for w in range(WORKERS)
     ]
     for process in processes:
         process.start()
