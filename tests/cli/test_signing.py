@@ -104,6 +104,17 @@ def test_keygen_with_passphrase_and_audit(
 
 
 @pytest.mark.usefixtures("bastion_home")
+def test_keygen_force_never_follows_a_planted_link(cli: Cli, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "k.key").symlink_to(victim)
+    result = cli("keygen", "--out", tmp_path / "k", "--force")
+    assert result.code == 2
+    assert "cannot write" in one_line(result.err)
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.usefixtures("bastion_home")
 def test_keygen_into_a_missing_folder(cli: Cli, tmp_path: Path) -> None:
     result = cli("keygen", "--out", tmp_path / "no" / "k")
     assert result.code == 2

@@ -109,7 +109,14 @@ def write_keypair(
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    # O_NOFOLLOW: --force must not truncate whatever a planted link points at.
+    flags = (
+        os.O_WRONLY
+        | os.O_CREAT
+        | os.O_NOFOLLOW
+        | os.O_CLOEXEC
+        | (os.O_TRUNC if overwrite else os.O_EXCL)
+    )
     try:
         fd = os.open(private_path, flags, 0o600)
     except FileExistsError as exc:
@@ -122,7 +129,11 @@ def write_keypair(
     finally:
         os.close(fd)
     try:
-        public_path.write_bytes(public_pem(key))
+        public_fd = os.open(
+            public_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+        )
+        with os.fdopen(public_fd, "wb") as handle:
+            handle.write(public_pem(key))
     except OSError as exc:
         raise KeyMaterialError(f"cannot write {public_path}: {exc.strerror}") from exc
     return private_path, public_path
