@@ -322,3 +322,31 @@ def test_hostile_signature_is_exit_1_not_a_crash(cli: Cli, model: Path) -> None:
     result = cli("verify", model, "--format", "json")
     assert result.code == 1
     validate("verify", json.loads(result.out))
+
+
+@pytest.mark.usefixtures("bastion_home")
+def test_verify_a_model_signing_signature(cli: Cli, model: Path, tmp_path: Path) -> None:
+    import model_signing
+
+    assert cli("keygen", "--out", tmp_path / "ec", "--algorithm", "ecdsa-p256").code == 0
+    (model / "empty").unlink()
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=tmp_path / "ec.key").sign(
+        model, tmp_path / "ms.sig"
+    )
+    result = cli(
+        "verify",
+        model,
+        "--key",
+        tmp_path / "ec.pub",
+        "--signature",
+        tmp_path / "ms.sig",
+        "--format",
+        "json",
+    )
+    assert result.code == 0, result.err
+    document = json.loads(result.out)
+    validate("verify", document)
+    assert document["provenance"] is None
+    assert document["serialization"]["method"] == "files"
+    result = cli("verify", model, "--key", tmp_path / "ec.pub", "--signature", tmp_path / "ms.sig")
+    assert "provenance  none (not a bastion signature)" in result.out
