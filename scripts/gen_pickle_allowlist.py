@@ -129,6 +129,7 @@ REVIEWED_HELPERS = (
     "torch._tensor._rebuild_from_type_v2",
     "torch.serialization._get_layout",
     "scipy.sparse._sputils.matrix",
+    "sklearn.metrics._dist_metrics.newObj",
     "sklearn.neighbors._binary_tree.newObj",
     "sklearn.neighbors._kd_tree.newObj",
     "sklearn.neighbors._ball_tree.newObj",

@@ -4529,6 +4529,7 @@ GENERATED_CALLABLES: Final[frozenset[str]] = GENERATED_CLASSES | frozenset(
         "numpy.vecdot",
         "numpy.vecmat",
         "scipy.sparse._sputils.matrix",
+        "sklearn.metrics._dist_metrics.newObj",
         "sklearn.neighbors._ball_tree.newObj",
         "sklearn.neighbors._kd_tree.newObj",
         "sklearn.tree._tree._build_pruned_tree_py",

@@ -222,6 +222,20 @@ _DANGEROUS_MODULES: Final = frozenset(
         "keras",
         "tf_keras",
         "fire",
+        # compatibility shims that re-export other modules (six.moves.builtins is builtins)
+        "six",
+        "future",
+        "past",
+        "_distutils_hack",
+        "_interpreters",
+        "_xxsubinterpreters",
+        "_testcapi",
+        "_testinternalcapi",
+        "mailcap",
+        "xxsubtype",
+        "_posixshmem",
+        "mlflow",
+        "wandb",
     }
 )
 
@@ -280,6 +294,9 @@ _DANGEROUS_PREFIXES: Final = frozenset(
         "torch._C._dynamo",
         "torch.storage._load_from_bytes.__globals__",
         "torch._utils._import_dotted_name",
+        "torch._six",
+        "numpy.compat",
+        "numpy.lib.utils",
         "torch.storage.TypedStorage._new_shared_filename",
         "torch.storage.UntypedStorage._new_shared_filename",
         "torch.storage.UntypedStorage.from_file",
@@ -315,7 +332,6 @@ _DANGEROUS_PREFIXES: Final = frozenset(
         "numpy.lib._format_impl",
         "numpy.lib.format.read_array",
         "numpy.lib._datasource",
-        "numpy.lib.utils",
         "numpy.lib._utils_impl",
         "numpy.core._internal",
         "numpy._core._internal",

@@ -128,6 +128,38 @@ _MAX_NESTING: Final = 4
 _DEADLINE_EVERY: Final = 1 << 14
 #: Longest text line accepted for text opcodes (GLOBAL, INT, GET, ...).
 _MAX_LINE: Final = 1 << 16
+#: Values examined among the arguments of one trusted call.
+_MAX_ARG_SCAN: Final = 64
+#: Trusted callables that never call or instantiate their arguments while loading (a
+#: defaultdict's factory runs only on a later missing key).
+_ARGS_NEVER_CALLED: Final = frozenset(
+    {
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.dict",
+        "builtins.bytearray",
+        "builtins.bytes",
+        "builtins.complex",
+        "builtins.slice",
+        "builtins.range",
+        "builtins.int",
+        "builtins.float",
+        "builtins.bool",
+        "builtins.str",
+        "builtins.object",
+        "collections.OrderedDict",
+        "collections.defaultdict",
+        "collections.Counter",
+        "collections.deque",
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_tensor",
+        "torch._utils._rebuild_parameter",
+        "torch.Size",
+        "torch.device",
+    }
+)
 #: Standard library top-level modules (never eligible for the enum-value leniency).
 _STDLIB: Final = frozenset(sys.stdlib_module_names) | {"__builtin__", "builtins", "exceptions"}
 #: Packages whose allowlist is generated from the installed code: a miss there is not an enum.
@@ -576,13 +608,41 @@ class _Analyzer:
             if handler is not None:
                 return handler(self, func, _positional(args), offset, opcode)
             if full in SAFE_CALLABLES or _is_pyx_unpickle(full):
+                pos_args = _positional(args)
                 if full.rsplit(".", 1)[-1].startswith("__pyx_unpickle_"):
-                    return _fw_pyx_unpickle(self, func, _positional(args), offset, opcode)
+                    return _fw_pyx_unpickle(self, func, pos_args, offset, opcode)
+                if full not in _ARGS_NEVER_CALLED:
+                    self.check_callable_args(full, args, offset, opcode)
                 return _Obj("instance", func, full)
             self.unknown_call(func, args, offset, opcode)
             return _Obj("call", func, full)
         self.computed_call(func, offset, opcode)
         return _Obj("call", func)
+
+    def check_callable_args(self, full: str, args: object, offset: int, opcode: str) -> None:
+        """A trusted constructor may call what it is given (``LambdaLR(opt, f)`` calls ``f``):
+        unknown globals among its arguments (two levels deep) are graded as called."""
+        pending: list[tuple[object, int]] = [(args, 0)]
+        seen = 0
+        while pending and seen < _MAX_ARG_SCAN:
+            value, depth = pending.pop()
+            seen += 1
+            kind = type(value)
+            if kind is _Global:
+                assert isinstance(value, _Global)
+                if value.resolved and self.verdict(value) is None:
+                    self.unknown_call(value, None, offset, f"{opcode} (argument of {full})")
+            elif depth < 2:
+                if kind is tuple:
+                    assert isinstance(value, tuple)
+                    pending.extend((v, depth + 1) for v in value[:_MAX_ARG_SCAN])
+                elif kind is _List:
+                    assert isinstance(value, _List)
+                    pending.extend((v, depth + 1) for v in value.items[:_MAX_ARG_SCAN])
+                elif kind is _Dict:
+                    assert isinstance(value, _Dict)
+                    items = list(value.keys.values())[:_MAX_ARG_SCAN]
+                    pending.extend((v, depth + 1) for v in items)
 
     def unknown_call(self, func: _Global, args: object, offset: int, opcode: str) -> None:
         full = func.full
@@ -1266,7 +1326,7 @@ class _Analyzer:
                 elif op == 0x51:  # BINPERSID
                     if len(stack) <= fence():
                         raise underflow(at, op)
-                    stack[-1] = _Obj("persistent", stack[-1])
+                    stack[-1] = _persistent(stack[-1])
                 elif op == 0x50:  # PERSID
                     line, pos = readline(pos, op)
                     try:
@@ -1523,7 +1583,7 @@ def _fw_reconstructor(
     obj = a.instantiate(args[0], at, op)
     base = args[1]
     if not (type(base) is _Global and base.full == "builtins.object"):
-        a.call(base, (None,), at, op)
+        a.call(base, None, at, f"{op} (base of copyreg._reconstructor)")
     return obj
 
 
@@ -1542,7 +1602,7 @@ def _fw_rebuild_from_type(
     # as_subclass(new_type), then the state is set attribute by attribute.
     if not args or len(args) < 3:
         return _Obj("instance", f)
-    result = a.call(args[0], args[2], at, op)
+    result = a.call(args[0], args[2], at, f"{op} (argument of {f.full})")
     cls = a.instantiate(args[1], at, op)
     if len(args) > 3:
         a.plant(cls, args[3], at, op)
@@ -1576,7 +1636,7 @@ def _fw_ctor_arg(index: int, arg_index: int | None) -> _Forwarder:
             target = args[index]
             if type(target) is _Global:
                 call_args = (args[arg_index],) if arg_index is not None else ()
-                a.call(target, call_args, at, op)
+                a.call(target, call_args, at, f"{op} (argument of {f.full})")
             elif type(target) is not str:
                 a.computed_call(target, at, op)
         return _Obj("instance", f, f.full)
@@ -1701,7 +1761,25 @@ _FORWARDERS: Final[dict[str, _Forwarder]] = {
     "numpy.dtype": _fw_dtype,
     "_codecs.encode": _fw_encode,
     _LOAD_FROM_BYTES: _fw_load_from_bytes,
+    # scikit-learn's Cython trees and metrics: newObj(cls) is cls.__new__(cls).
+    "sklearn.metrics._dist_metrics.newObj": _fw_newobj,
+    "sklearn.neighbors._binary_tree.newObj": _fw_newobj,
+    "sklearn.neighbors._kd_tree.newObj": _fw_newobj,
+    "sklearn.neighbors._ball_tree.newObj": _fw_newobj,
 }
+
+
+def _persistent(pid: object) -> object:
+    """What ``persistent_load(pid)`` returns, as far as it matters here.
+
+    torch's legacy loader returns the class itself for ``('module', cls, file, source)``
+    (``torch/serialization.py``, ``_legacy_load.persistent_load``), so the class is what a
+    later ``NEWOBJ``/``REDUCE`` uses; it was already resolved and checked as a global.
+    Anything else (a storage) is an opaque object.
+    """
+    if type(pid) is tuple and len(pid) >= 2 and pid[0] == "module":
+        return pid[1]
+    return _Obj("persistent", pid)
 
 
 def _positional(args: object) -> tuple[object, ...] | None:
