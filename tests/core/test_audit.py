@@ -838,3 +838,21 @@ def test_concurrent_processes_never_fork_the_chain(shared_environ: dict[str, str
     # Checkpoints were made under contention, each at least 25 events after the last.
     assert result.checkpoints >= 1
     assert result.unanchored < 25
+
+
+# ----------------------------------------------------------------------------- public surface
+
+
+def test_core_exports_the_public_api_of_its_modules() -> None:
+    import bastion.core
+    from bastion.core import audit, keys, storage, workspace
+
+    modules = (audit, keys, storage, workspace)
+    exported = set(bastion.core.__all__)
+    assert len(exported) == len(bastion.core.__all__)
+    for module in modules:
+        assert set(module.__all__) <= exported, module.__name__
+        for name in module.__all__:
+            assert getattr(bastion.core, name) is getattr(module, name)
+    assert {"AuditLog", "AuditEvent", "Checkpoint", "AuditVerification"} <= exported
+    assert all(not name.startswith("_") for name in exported)

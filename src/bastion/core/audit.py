@@ -135,6 +135,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 MAX_PROBLEMS = 50
 _MAX_HEAD_FILE_BYTES = 64 * 1024
 _APPEND_ATTEMPTS = 5
+_VERIFY_BATCH = 2000
 
 _ACTION_RE = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*")
 # C0/C1 controls, DEL, line/paragraph separators and bidirectional overrides: they let a
@@ -875,6 +876,8 @@ class AuditLog:
                         sa.select(audit_events)
                         .where(audit_events.c.seq <= head.seq)
                         .order_by(audit_events.c.seq)
+                        # Streamed (a server-side cursor on PostgreSQL): memory stays flat.
+                        .execution_options(yield_per=_VERIFY_BATCH)
                     ),
                     wanted,
                     problems,
