@@ -87,6 +87,7 @@ class CompressedScanner:
     """gzip, bzip2, xz, lzma and zlib streams, joblib's compressed pickles among them."""
 
     name = "compressed"
+    strong = False
 
     def matches(self, data: memoryview) -> bool:
         kind = _kind(data)
@@ -127,5 +128,7 @@ class CompressedScanner:
         if not ctx.count_member():
             return kind
         name = (_gzip_name(data) if kind == "gzip" else None) or f"[{kind}]"
-        inner = ctx.nested(memoryview(content), name, role=PickleRole.LOADED)
+        # joblib.load unpickles what comes out, unless this stream was itself only a guess.
+        role = PickleRole.SNIFFED if ctx.weakly_matched else PickleRole.LOADED
+        inner = ctx.nested(memoryview(content), name, role=role)
         return f"{kind}:{'+'.join(inner)}" if inner else kind

@@ -47,6 +47,7 @@ class Hdf5Scanner:
     """HDF5 containers; Keras 2 model configurations inside them."""
 
     name = "hdf5"
+    strong = True
 
     def matches(self, data: memoryview) -> bool:
         return _signature_offset(data) is not None

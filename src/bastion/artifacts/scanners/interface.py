@@ -50,9 +50,14 @@ class Scanner(Protocol):
 
     Attributes:
         name: the format's label in reports (``zip``, ``pickle``, ``safetensors``, ...).
+        strong: whether a match is near-certain (a long magic number, a checksum). Formats
+            without one (protobuf, headerless pickle, zlib) also match bytes that are not
+            theirs: where such content was only sniffed inside an archive, a failure to parse
+            it is noted instead of failing the file (see :meth:`ScanContext.incomplete`).
     """
 
     name: str
+    strong: bool
 
     def matches(self, data: memoryview) -> bool:
         """Whether ``data`` is (also) in this format, judged from its bytes alone; cheap."""
@@ -83,6 +88,7 @@ class BudgetExceeded(Exception):  # noqa: N818 - a control-flow signal, not an e
 class _Frame:
     name: str
     role: PickleRole
+    weak: str = ""  # the weakly matched format being scanned in a sniffed frame, if any
 
 
 class ScanContext:
@@ -116,7 +122,7 @@ class ScanContext:
         self.findings: list[Finding] = []
         self.dropped_findings = 0
         self._frames: list[_Frame] = []
-        self._top_role = PickleRole.LOADED
+        self._top = _Frame("", PickleRole.LOADED)
         self.members_seen = 0
         self.expanded_bytes = 0
         self._limits_reported: set[str] = set()
@@ -142,9 +148,18 @@ class ScanContext:
         return not self._frames
 
     @property
+    def _frame(self) -> _Frame:
+        return self._frames[-1] if self._frames else self._top
+
+    @property
+    def weakly_matched(self) -> bool:
+        """True while a weakly recognised format is scanned in content that was only sniffed."""
+        return bool(self._frame.weak)
+
+    @property
     def pickle_role(self) -> PickleRole:
         """The role a pickle found in the current content plays (see :class:`PickleRole`)."""
-        return self._frames[-1].role if self._frames else self._top_role
+        return self._frame.role
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -191,7 +206,23 @@ class ScanContext:
         offset: int | None = None,
         atlas: Atlas = Atlas.SUPPLY_CHAIN_MODEL,
     ) -> None:
-        """Record that content of a known format could not be parsed: fails closed (HIGH)."""
+        """Record that content of a known format could not be parsed: fails closed (HIGH).
+
+        Except where a weakly recognised format (:attr:`Scanner.strong` False) was only
+        sniffed inside an archive: then the bytes are most likely not that format at all, and
+        the failure is an INFO note.
+        """
+        weak = self._frame.weak
+        if weak:
+            self.add(
+                "SCAN-UNCONFIRMED-FORMAT",
+                Severity.INFO,
+                f"content that looked like {weak} is not valid {weak} ({what}); no loader is "
+                "known to read it as such",
+                offset=offset,
+                atlas=atlas,
+            )
+            return
         self.add(
             rule_id,
             Severity.HIGH,
@@ -287,8 +318,17 @@ class ScanContext:
                 remediation="Model files have one format; re-export this one with the tool "
                 "that made it.",
             )
-            self._set_role(PickleRole.SNIFFED)
-        return [scanner.scan(data, self) for scanner in scanners]
+            self._frame.role = PickleRole.SNIFFED
+        frame = self._frame
+        labels = []
+        try:
+            for scanner in scanners:
+                sniffed = frame.role is PickleRole.SNIFFED
+                frame.weak = scanner.name if sniffed and not scanner.strong else ""
+                labels.append(scanner.scan(data, self))
+        finally:
+            frame.weak = ""
+        return labels
 
     def nested(
         self, data: memoryview, name: str, *, role: PickleRole = PickleRole.SNIFFED
@@ -326,12 +366,6 @@ class ScanContext:
             yield
         finally:
             self._frames.pop()
-
-    def _set_role(self, role: PickleRole) -> None:
-        if self._frames:
-            self._frames[-1].role = role
-        else:
-            self._top_role = role
 
     # -- pickles --------------------------------------------------------------------------
 

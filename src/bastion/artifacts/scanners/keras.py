@@ -166,6 +166,7 @@ class KerasConfigScanner:
     """A Keras model configuration as JSON (``config.json`` in ``.keras`` zips, model JSON)."""
 
     name = "keras-config"
+    strong = True
 
     def matches(self, data: memoryview) -> bool:
         return looks_like_keras_config(data)

@@ -32,6 +32,7 @@ class NpyScanner:
     """NumPy ``.npy`` arrays: object arrays carry a pickle, others must add up."""
 
     name = "npy"
+    strong = True
 
     def matches(self, data: memoryview) -> bool:
         return bytes(data[:6]) == MAGIC

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion.artifacts.findings import Atlas, Severity
-from bastion.artifacts.scanners._protobuf import LENGTH, VARINT, ProtobufError, fields, text
+from bastion.artifacts.scanners._protobuf import (
+    LENGTH,
+    VARINT,
+    ProtobufError,
+    fields,
+    read_varint,
+    text,
+)
 from bastion.artifacts.scanners.interface import ScanContext
 
 __all__ = ["OnnxScanner"]
@@ -45,6 +52,8 @@ _MODEL_FIELDS = {
     26: LENGTH,
 }
 _MAX_DETECT_FIELDS = 100_000
+#: ir_version values are small (11 in 2025); anything larger is not an ONNX model.
+_MAX_IR_VERSION = 1000
 #: Subgraphs nested deeper than this are a limit finding (protobuf's own limit is 100).
 MAX_GRAPH_DEPTH = 64
 STANDARD_DOMAINS = frozenset(
@@ -71,18 +80,34 @@ class OnnxScanner:
     """ONNX ModelProto files."""
 
     name = "onnx"
+    strong = False
 
     def matches(self, data: memoryview) -> bool:
         if not data or data[0] != 0x08:  # ir_version, field 1, comes first from every writer
             return False
         seen_graph = False
+        pos = count = 0
         try:
-            for count, (number, wire, _) in enumerate(fields(data, 0, len(data))):
+            while pos < len(data):
+                key, after = read_varint(data, pos, len(data))
+                number, wire = key >> 3, key & 7
+                count += 1
                 if count > _MAX_DETECT_FIELDS or _MODEL_FIELDS.get(number) != wire:
                     return False
                 seen_graph = seen_graph or number == 7
+                value, after = read_varint(data, after, len(data))
+                if wire == VARINT:
+                    if number == 1 and not 1 <= value <= _MAX_IR_VERSION:
+                        return False
+                    pos = after
+                else:
+                    pos = after + value
+                    if pos > len(data):
+                        return count >= 2  # truncated: see below
         except ProtobufError:
-            return False
+            # A truncated model is still a model (and a finding): ir_version and the tag of
+            # one more ModelProto field were read before the bytes ran out.
+            return count >= 2
         return seen_graph
 
     def scan(self, data: memoryview, ctx: ScanContext) -> str:

@@ -70,6 +70,7 @@ class PickleScanner:
     """Raw pickle streams: plain pickle, joblib, PyTorch legacy checkpoints."""
 
     name = "pickle"
+    strong = False
 
     def matches(self, data: memoryview) -> bool:
         return sniff_pickle(data)
@@ -102,7 +103,8 @@ class PickleScanner:
         elif offset < len(data):
             ctx.add(
                 "PICKLE-TRAILING-DATA",
-                Severity.MEDIUM if ctx.pickle_role is PickleRole.LOADED else Severity.LOW,
+                # As the analyser grades it: concatenated pickles and polyglots hide here.
+                Severity.HIGH if ctx.pickle_role is PickleRole.LOADED else Severity.LOW,
                 f"{len(data) - offset} bytes follow the pickle's STOP; pickle loaders ignore "
                 "them, other readers may not (a polyglot hides a second format this way)",
                 offset=offset,

@@ -55,6 +55,7 @@ class SafetensorsScanner:
     """safetensors files: length-prefixed JSON header, then tensor bytes."""
 
     name = "safetensors"
+    strong = True
 
     def matches(self, data: memoryview) -> bool:
         if len(data) < 9 or data[8] != ord("{"):

@@ -82,6 +82,7 @@ class TarScanner:
     """Tar archives (any tar tarfile accepts) and PyTorch's legacy tar checkpoints."""
 
     name = "tar"
+    strong = True
 
     def matches(self, data: memoryview) -> bool:
         return _header_checksum_ok(bytes(data[:_BLOCK]))

@@ -72,6 +72,7 @@ class ZipScanner:
     """Zip archives, found by a local header at byte 0 or an end record near the end."""
 
     name = "zip"
+    strong = True
 
     def matches(self, data: memoryview) -> bool:
         if bytes(data[:4]) in (_LOCAL, _EOCD):
