@@ -719,7 +719,10 @@ def test_a_damaged_head_anchor_fails_verification(workspace: Workspace, history:
     (workspace.root / "audit.head").write_text('{"format": "bastion-audit-head-v1", "seq": "x"}')
     with pytest.raises(AuditChainError, match=r"anchor .* is damaged"):
         history.verify()
-    history.checkpoint()  # a new checkpoint replaces the damaged file
+    with pytest.raises(AuditChainError, match=r"anchor .* is damaged"):
+        history.checkpoint()  # not silently replaced: someone has to look first
+    (workspace.root / "audit.head").unlink()
+    history.checkpoint()
     assert history.verify().last_checkpoint == 12
 
 
@@ -728,17 +731,43 @@ def test_a_missing_offsite_anchor_is_an_error_not_a_pass(history: AuditLog, tmp_
         history.verify(anchor=tmp_path / "nope")
 
 
-def test_a_rolled_back_log_cannot_launder_its_anchor(
-    workspace: Workspace, history: AuditLog
-) -> None:
-    # After a rollback to record 8, a new checkpoint signs the shorter head; the anchor never
-    # goes backwards, so it still names record 10.
+def test_a_rolled_back_log_is_never_signed(workspace: Workspace, history: AuditLog) -> None:
+    # After a rollback to record 8 (checkpoint 10 deleted), signing the shorter head would
+    # launder the rollback: the anchor still names record 10, so checkpoint() refuses.
     with tamper(workspace) as con:
         con.execute("DELETE FROM audit_events WHERE seq >= 9")
         con.execute("DELETE FROM audit_checkpoints WHERE seq >= 9")
-    assert history.checkpoint().seq == 8
+    with pytest.raises(AuditChainError, match=r"refusing to checkpoint: .* sequence=9: .*trunc"):
+        history.checkpoint()
     assert json.loads((workspace.root / "audit.head").read_text())["seq"] == 10
     expect_break(history, 9, r"truncated: anchor .*audit.head at sequence 10")
+
+
+def test_a_rewritten_history_is_never_signed(
+    workspace: Workspace, history: AuditLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The attacker rewrites record 12 (after the last checkpoint) consistently and appends
+    # until a checkpoint is due: the checkpoint refuses, the events are still recorded.
+    with tamper(workspace) as con:
+        record = {**row(con, 11), "subject": "innocent"}
+        record["hash"] = rehash(record)
+        con.execute("UPDATE audit_events SET subject = ?, hash = ? WHERE seq = 11",
+                    (record["subject"], record["hash"]))  # fmt: skip
+    with pytest.raises(AuditChainError, match=r"refusing to checkpoint: .*sequence=12"):
+        history.checkpoint()
+    log = AuditLog(
+        workspace.database,
+        actor="tester",
+        signing_key=workspace.signing_key,
+        public_key=workspace.public_key,
+        checkpoint_interval=3,
+        head_path=workspace.root / "audit.head",
+    )
+    with caplog.at_level(logging.WARNING, logger="bastion.core.audit"):
+        assert log.append("test.event", "s13").seq == 13
+    assert "checkpoint due but not made (refusing to checkpoint" in caplog.text
+    assert json.loads((workspace.root / "audit.head").read_text())["seq"] == 10
+    expect_break(history, 12, r"record 12 does not link to record 11")
 
 
 # ----------------------------------------------------------------------------- concurrency

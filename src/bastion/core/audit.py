@@ -36,6 +36,10 @@ What verification proves, and its limits:
   found at the next checkpoint, whose signature covers the old head.
 * A log truncated behind a checkpoint (the checkpoint names a record the chain no longer
   reaches) is found, and so is a checkpoint whose signature or key was altered or forged.
+* A checkpoint is signed only over a chain that extends the previous checkpoint and the
+  anchor (the records since are re-checked first): a rewritten or rolled-back history is never
+  laundered into a fresh, valid signature. An automatic checkpoint that refuses leaves a
+  warning in the log output; the events themselves are still recorded.
 * Events after the latest checkpoint are protected by the chain only: someone able to write the
   database can drop them, or append new well-formed events (the hash is not keyed: anyone can
   compute it). Lower ``audit.checkpoint_interval`` or call :meth:`AuditLog.checkpoint` after
@@ -706,6 +710,13 @@ class AuditLog:
                 ).first()
                 if row is not None:
                     return _checkpoint_from_row(row._mapping)
+                # Never sign a head that does not extend what was signed before: that would
+                # launder a rewritten or rolled-back history into a valid checkpoint.
+                problems = self._tail_problems(conn, head, key)
+                if problems:
+                    raise _chain_error(  # noqa: TRY301 - rolls the transaction back
+                        problems, "refusing to checkpoint: the log does not extend the last one"
+                    )
                 ts = fixed_ts or _format_ts(datetime.now(UTC))
                 signature = sign_bytes(key, checkpoint_message(head.seq, head.hash, ts, signer))
                 conn.execute(
@@ -721,12 +732,54 @@ class AuditLog:
                 # Written under the write lock, so anchors never go backwards; restored below
                 # if the transaction does not commit.
                 backup = self._write_anchor(checkpoint)
-        except BaseException:
+        except BaseException as exc:
             if backup is not None:
                 backup.restore()
+            if isinstance(exc, StorageError):
+                raise AuditError(f"cannot checkpoint the audit log: {exc}") from exc
             raise
         logger.info("audit checkpoint at sequence %d", checkpoint.seq)
         return checkpoint
+
+    def _tail_problems(
+        self, conn: Connection, head: AuditHead, key: PrivateKey
+    ) -> list[tuple[int, str]]:
+        """Check the chain from the newest checkpoint and the anchor up to ``head``.
+
+        Raises:
+            AuditChainError: the anchor file is damaged.
+        """
+        problems: list[tuple[int, str]] = []
+        references: list[_RawCheckpoint] = []
+        newest = conn.execute(
+            sa.select(audit_checkpoints).order_by(audit_checkpoints.c.seq.desc()).limit(1)
+        ).first()
+        if newest is not None:
+            parsed = _raw_checkpoint(newest._mapping, problems)
+            if parsed is not None:
+                references.append(parsed)
+        if self._head_path is not None:
+            anchor = _read_anchor(self._head_path, required=False)
+            if anchor is not None:
+                references.append(anchor)
+        if not references:
+            return problems
+        start = min(r.seq for r in references)
+        walk = _walk_chain(
+            conn.execute(
+                sa.select(audit_events)
+                .where(audit_events.c.seq >= start, audit_events.c.seq <= head.seq)
+                .order_by(audit_events.c.seq)
+            ),
+            {r.seq for r in references},
+            problems,
+            start=start,
+            head_seq=head.seq,
+        )
+        public = key.public_key()
+        for reference in references:
+            self._check_checkpoint(reference, public, key_id(public), walk, problems)
+        return problems
 
     def _load_signing_key(self) -> PrivateKey:
         if self._signing_key is None:
@@ -984,13 +1037,21 @@ class _Walk:
 
 
 def _walk_chain(
-    rows: Iterator[Any] | Any, wanted: set[int], problems: list[tuple[int, str]]
+    rows: Iterator[Any] | Any,
+    wanted: set[int],
+    problems: list[tuple[int, str]],
+    *,
+    start: int = 1,
+    head_seq: int = 0,
 ) -> _Walk:
-    """Check every record's hash and link; collect the hashes at ``wanted`` sequences."""
-    expected = 1
-    prev = GENESIS_HASH
+    """Check every record's hash and link; collect the hashes at ``wanted`` sequences.
+
+    ``start`` > 1 checks a tail of the chain: the first record's link is then not checked.
+    """
+    expected = start
+    prev: str | None = GENESIS_HASH if start == 1 else None
     count = 0
-    last_seq = 0
+    last_seq = min(start - 1, head_seq) if start > 1 else 0
     hashes: dict[int, str] = {}
     for row in rows:
         r = row._mapping
@@ -1010,7 +1071,7 @@ def _walk_chain(
             problems.append((seq, f"record {seq} appears more than once or out of order"))
             linked = False
         stored_hash = r["hash"]
-        if linked and r["prev_hash"] != prev:
+        if linked and prev is not None and r["prev_hash"] != prev:
             problems.append(
                 (
                     seq,
@@ -1026,7 +1087,7 @@ def _walk_chain(
         prev = stored_hash if isinstance(stored_hash, str) else ""
         expected = max(expected, seq + 1)
         last_seq = max(last_seq, seq)
-    return _Walk(count, last_seq, prev if count else GENESIS_HASH, hashes)
+    return _Walk(count, last_seq, prev if count and prev is not None else GENESIS_HASH, hashes)
 
 
 def _record_problem(r: Mapping[Any, Any]) -> str | None:
@@ -1061,14 +1122,16 @@ def _raw_checkpoint(r: Mapping[Any, Any], problems: list[tuple[int, str]]) -> _R
     return _RawCheckpoint(seq, r["head_hash"], r["ts"], r["key_id"], r["signature"], "checkpoint")
 
 
-def _chain_error(problems: list[tuple[int, str]]) -> AuditChainError:
+def _chain_error(
+    problems: list[tuple[int, str]], summary: str = "audit log does not verify"
+) -> AuditChainError:
     ordered = sorted(problems, key=lambda p: p[0])
     first_seq, first = ordered[0]
     lines = [text for _, text in ordered[:MAX_PROBLEMS]]
     if len(ordered) > MAX_PROBLEMS:
         lines.append(f"... and {len(ordered) - MAX_PROBLEMS} more")
     return AuditChainError(
-        f"audit log does not verify: first bad record at sequence={first_seq}: {first}",
+        f"{summary}: first bad record at sequence={first_seq}: {first}",
         lines,
         sequence=first_seq,
     )
