@@ -637,6 +637,7 @@ def test_expansion_bombs_end_quickly() -> None:
     a = scan(data)
     assert time.perf_counter() - start < 1.0
     assert a.complete
+    assert_unsafe(a, "PICKLE-RESOURCE-BOMB")
     # DUP/APPEND self-reference loops
     loop = PROTO4 + pickle.EMPTY_LIST
     loop += (pickle.DUP + pickle.DUP + pickle.APPEND + pickle.POP) * 20000
@@ -648,8 +649,37 @@ def test_expansion_bombs_end_quickly() -> None:
     body = sg("argparse", "Namespace") + pickle.EMPTY_TUPLE + pickle.NEWOBJ + big + pickle.BUILD
     body += (binget(1) + pickle.BUILD) * 20000
     start = time.perf_counter()
-    assert scan(wrap4(body)).complete
+    a = scan(wrap4(body))
     assert time.perf_counter() - start < 2.0
+    assert a.complete
+    assert_unsafe(a, "PICKLE-RESOURCE-BOMB")
+
+
+def test_resource_bombs() -> None:
+    # 100,000 nested lists (fickling#196): deeper than any pickler writes
+    deep = PROTO4 + pickle.EMPTY_LIST * 100_000 + pickle.APPEND * 99_999 + pickle.STOP
+    a = scan(deep)
+    assert a.complete
+    assert "depth" in symbols(a, "PICKLE-RESOURCE-BOMB")
+    # 20,000 GLOBALs of one name, never memoised (fickling#111 globalLaughs.pt)
+    laughs = PROTO4 + pickle.EMPTY_LIST + pickle.MARK
+    laughs += g("collections", "OrderedDict") * 20_000 + pickle.APPENDS + pickle.STOP
+    assert_unsafe(scan(laughs), "PICKLE-RESOURCE-BOMB")
+    # builtins.bytearray(2**40): a 1 TiB allocation
+    body = sg("builtins", "bytearray") + pickle.LONG1 + b"\x06" + (1 << 40).to_bytes(6, "little")
+    assert_unsafe(scan(wrap4(body + pickle.TUPLE1 + pickle.REDUCE)), "PICKLE-RESOURCE-BOMB")
+    # list(range(2**40))
+    rng = sg("builtins", "range") + pickle.LONG1 + b"\x06" + (1 << 40).to_bytes(6, "little")
+    rng += pickle.TUPLE1 + pickle.REDUCE
+    body = sg("builtins", "list") + rng + pickle.TUPLE1 + pickle.REDUCE
+    assert_unsafe(scan(wrap4(body)), "PICKLE-RESOURCE-BOMB")
+    # a module built by REDUCE with a 2**34-element weight
+    body = sg("torch.nn.modules.linear", "Linear") + pickle.BININT + struct.pack("<i", 1 << 17)
+    body += pickle.BININT + struct.pack("<i", 1 << 17) + pickle.TUPLE2 + pickle.REDUCE
+    assert_unsafe(scan(wrap4(body)), "PICKLE-RESOURCE-BOMB")
+    # small values of the same kinds are fine
+    ok = sg("builtins", "bytearray") + pickle.BININT1 + b"\x10" + pickle.TUPLE1 + pickle.REDUCE
+    assert_clean(scan(wrap4(ok)))
 
 
 def test_never_imports_what_it_scans(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -125,6 +125,13 @@ _CURATED_CALLABLES: Final = frozenset(
         "torch._tensor._rebuild_from_type",
         "torch._tensor._rebuild_from_type_v2",
         "torch.nn.backends.thnn._get_thnn_function_backend",
+        # TorchScript archives' pickles (read by torch.jit.load's own C++ unpickler)
+        "torch.jit._pickle.build_intlist",
+        "torch.jit._pickle.build_tensorlist",
+        "torch.jit._pickle.build_doublelist",
+        "torch.jit._pickle.build_boollist",
+        "torch.jit._pickle.build_tensor_from_id",
+        "torch.jit._pickle.restore_type_tag",
         "torch.return_types.max",
         "torch.return_types.min",
         "torch.return_types.sort",

@@ -590,7 +590,7 @@ def danger_reason(module: str, name: str) -> str | None:
         return reason
     # __main__-like modules of packages run their code when imported: ``pip.__main__``.
     for p in mod_parts[1:]:
-        if p in ("__main__", "__init__") or p.startswith("__"):
+        if p.startswith("__") and p.endswith("__"):
             return f"importing {module!r} runs a package's main code"
     # Every point of the attribute path: an attribute that is a module alias or a gadget.
     for i in range(len(mod_parts), len(parts)):

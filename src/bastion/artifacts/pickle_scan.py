@@ -51,6 +51,9 @@ Rule ids (stable):
 ``PICKLE-TRUNCATED``        high      the stream ends before ``STOP``
 ``PICKLE-TRAILING-DATA``    high      bytes after ``STOP`` (concatenated pickles, polyglots)
 ``PICKLE-LIMIT``            high      opcodes, memo, stack or time limit reached
+``PICKLE-RESOURCE-BOMB``    high      an expansion bomb (a value a naive walk expands beyond
+                                      100x the stream), nesting deeper than 5000, one name
+                                      imported 10,000 times, a huge allocation requested
 ``PICKLE-JOBLIB-ARRAY``     high      a joblib array whose raw bytes cannot be located exactly
 ``PICKLE-NESTED``           high      an embedded pickle/torch payload could not be analysed
 ``PICKLE-SIDE-FILE``        medium    a joblib <0.10 wrapper loads a side ``.npy`` file with
@@ -102,6 +105,7 @@ R_SIDE_FILE: Final = "PICKLE-SIDE-FILE"
 R_UNKNOWN_CLASS: Final = "PICKLE-UNKNOWN-CLASS"
 R_VALUE_CALL: Final = "PICKLE-UNKNOWN-VALUE-CALL"
 R_UNKNOWN_GLOBAL: Final = "PICKLE-UNKNOWN-GLOBAL"
+R_RESOURCE: Final = "PICKLE-RESOURCE-BOMB"
 
 _REMEDIATE_CODE: Final = (
     "Do not load this file with pickle, torch.load(weights_only=False) or joblib. Obtain the "
@@ -128,6 +132,67 @@ _MAX_NESTING: Final = 4
 _DEADLINE_EVERY: Final = 1 << 14
 #: Longest text line accepted for text opcodes (GLOBAL, INT, GET, ...).
 _MAX_LINE: Final = 1 << 16
+#: Naive-walk size above which a value is an expansion bomb: the larger of a floor and a
+#: multiple of the stream's length (shared references in real pickles stay well below).
+_MIN_EXPANSION: Final = 10_000_000
+_EXPANSION_FACTOR: Final = 100
+_WEIGHT_CAP: Final = 1 << 62
+#: Nesting depth above which a value is a bomb; CPython's pickler stops near the recursion
+#: limit (1000 by default).
+_MAX_DEPTH: Final = 5000
+#: Times one name may be imported by GLOBAL/STACK_GLOBAL (a pickler memoises it after once).
+_MAX_REIMPORTS: Final = 10_000
+#: Largest allocation (bytes) a bytes/bytearray constructor may ask for, and largest element
+#: count (product of integer arguments) any other trusted constructor may ask for.
+_MAX_ALLOC_BYTES: Final = 1 << 28
+_MAX_ALLOC_ELEMENTS: Final = 1 << 32
+_ALLOCATORS: Final = frozenset(
+    {
+        "builtins.bytearray",
+        "builtins.bytes",
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.dict",
+        "builtins.str",
+        "collections.deque",
+        "collections.OrderedDict",
+        "collections.Counter",
+    }
+)
+#: Trusted callables whose integer arguments are not sizes to allocate.
+_NO_ALLOCATION: Final = frozenset(
+    {
+        "builtins.int",
+        "builtins.float",
+        "builtins.complex",
+        "builtins.bool",
+        "builtins.range",
+        "builtins.slice",
+        "datetime.datetime",
+        "datetime.date",
+        "datetime.time",
+        "datetime.timedelta",
+        "datetime.timezone",
+        "decimal.Decimal",
+        "fractions.Fraction",
+        "uuid.UUID",
+        "re._compile",
+        "torch._utils._rebuild_tensor",
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_tensor_v3",
+        "torch._utils._rebuild_parameter",
+        "torch._utils._rebuild_qtensor",
+        "torch._utils._rebuild_sparse_tensor",
+        "torch._utils._rebuild_nested_tensor",
+        "torch._utils._rebuild_meta_tensor_no_storage",
+        "torch._utils._rebuild_device_tensor_from_numpy",
+        "torch._utils._rebuild_device_tensor_from_cpu_tensor",
+        "torch.device",
+        "torch.Size",
+    }
+)
 #: Values examined among the arguments of one trusted call.
 _MAX_ARG_SCAN: Final = 64
 #: Trusted callables that never call or instantiate their arguments while loading (a
@@ -224,12 +289,26 @@ class _Global:
         return f"{self.module}.{self.name}" if self.resolved else self.name
 
 
-class _Obj:
+class _Node:
+    """A value that holds others. ``w`` is how many values a naive walk of it visits (shared
+    references counted every time, as ``copy.deepcopy``, ``repr`` or a scanner that rebuilds
+    the object tree would) and ``d`` its nesting depth; both are updated in O(1) per reference
+    so that expansion bombs are measured, never expanded."""
+
+    __slots__ = ("d", "w")
+
+    def __init__(self) -> None:
+        self.w = 1
+        self.d = 1
+
+
+class _Obj(_Node):
     """A value the loader would compute: an instance, a call result, a persistent object."""
 
     __slots__ = ("attrs", "cls", "info", "kind", "source")
 
     def __init__(self, kind: str, source: object = None, cls: str = "") -> None:
+        super().__init__()
         self.kind = kind  # "instance", "call", "persistent", "buffer", "attr"
         self.source = source  # the callable/class value that produced it
         self.cls = cls  # full name of its class when known
@@ -237,19 +316,21 @@ class _Obj:
         self.info: object = None  # dtype description, joblib state ...
 
 
-class _List:
+class _List(_Node):
     __slots__ = ("items",)
 
     def __init__(self, items: list[object] | None = None) -> None:
+        super().__init__()
         self.items: list[object] = items if items is not None else []
 
 
-class _Dict:
+class _Dict(_Node):
     """A dict; only string keys are indexed (the last value wins, as in a real dict)."""
 
     __slots__ = ("keys", "size")
 
     def __init__(self) -> None:
+        super().__init__()
         self.keys: dict[str, object] = {}
         self.size = 0
 
@@ -259,10 +340,11 @@ class _Dict:
             self.keys[key] = value
 
 
-class _Set:
+class _Set(_Node):
     __slots__ = ("size",)
 
     def __init__(self) -> None:
+        super().__init__()
         self.size = 0
 
 
@@ -486,6 +568,10 @@ class _Analyzer:
         self.nested = nested
         self.depth = 0
         self.flagged: set[str] = set()
+        #: weight and depth of the tuples that hold containers, by id (the tuple kept alive)
+        self.tuples: dict[int, tuple[tuple[object, ...], int, int]] = {}
+        self.max_weight = max(_MIN_EXPANSION, _EXPANSION_FACTOR * self.size)
+        self.imports: dict[str, int] = {}
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -527,6 +613,20 @@ class _Analyzer:
             module, name = pickle_rules.fix_imports(module, name)
         g = _Global(module, name, offset, opcode)
         full = g.full
+        count = self.imports.get(full, 0) + 1
+        self.imports[full] = count
+        if count == _MAX_REIMPORTS:
+            self.report(
+                R_RESOURCE,
+                Severity.HIGH,
+                f"imports {full} {count} times without the memo a pickler uses: a "
+                "scanner-exhaustion pattern (fickling#111 globalLaughs)",
+                offset=offset,
+                opcode=opcode,
+                symbol=full,
+                atlas=Atlas.DENIAL_OF_SERVICE,
+                remediation=_REMEDIATE_BROKEN,
+            )
         if full not in self.globals:
             self.globals[full] = None
             self.check_name(g, raw_module, raw_name, opcode)
@@ -613,7 +713,12 @@ class _Analyzer:
                     return _fw_pyx_unpickle(self, func, pos_args, offset, opcode)
                 if full not in _ARGS_NEVER_CALLED:
                     self.check_callable_args(full, args, offset, opcode)
-                return _Obj("instance", func, full)
+                if full not in _NO_ALLOCATION:
+                    self.allocation(full, pos_args, offset, opcode)
+                obj = _Obj("instance", func, full)
+                if full == "builtins.range" and pos_args:
+                    obj.info = _range_length(pos_args)
+                return obj
             self.unknown_call(func, args, offset, opcode)
             return _Obj("call", func, full)
         self.computed_call(func, offset, opcode)
@@ -802,6 +907,108 @@ class _Analyzer:
                 offset=offset,
                 opcode=op,
                 symbol=target.full,
+            )
+
+    # -- expansion -------------------------------------------------------------------------
+
+    def wd(self, v: object) -> tuple[int, int]:
+        """Weight and depth of one value."""
+        t = type(v)
+        if t is _List or t is _Dict or t is _Obj or t is _Set:
+            assert isinstance(v, _Node)
+            return v.w, v.d
+        if t is tuple:
+            assert isinstance(v, tuple)
+            e = self.tuples.get(id(v))
+            return (e[1], e[2]) if e is not None else (1 + len(v), 1)
+        return 1, 0
+
+    def weigh(self, items: list[object] | tuple[object, ...], at: int) -> tuple[int, int]:
+        """Weight and depth of a container holding ``items``; reports a bomb when too big."""
+        w = 1
+        d = 0
+        tuples = self.tuples
+        for v in items:
+            t = type(v)
+            if t is _List or t is _Dict or t is _Obj or t is _Set:
+                assert isinstance(v, _Node)
+                w += v.w
+                if v.d > d:
+                    d = v.d
+            elif t is tuple:
+                assert isinstance(v, tuple)
+                e = tuples.get(id(v))
+                if e is None:
+                    w += 1 + len(v)
+                    if d < 1:
+                        d = 1
+                else:
+                    w += e[1]
+                    if e[2] > d:
+                        d = e[2]
+            else:
+                w += 1
+        if w > _WEIGHT_CAP:
+            w = _WEIGHT_CAP
+        d += 1
+        if w > self.max_weight or d > _MAX_DEPTH:
+            self.bomb(w, d, at)
+        return w, d
+
+    def grow(self, target: object, items: list[object] | tuple[object, ...], at: int) -> None:
+        """``items`` were added to ``target`` (APPEND(S), SETITEM(S), ADDITEMS, BUILD)."""
+        if isinstance(target, _Node):
+            w, d = self.weigh(items, at)
+            target.w = min(target.w + w - 1, _WEIGHT_CAP)
+            if d > target.d:
+                target.d = d
+            if target.w > self.max_weight:
+                self.bomb(target.w, target.d, at)
+
+    def new_tuple(self, items: tuple[object, ...], at: int) -> tuple[object, ...]:
+        w, d = self.weigh(items, at)
+        if d > 1 or w != len(items) + 1:
+            self.tuples[id(items)] = (items, w, d)
+        return items
+
+    def bomb(self, weight: int, depth: int, at: int) -> None:
+        if depth > _MAX_DEPTH:
+            what = f"values nested {depth} levels deep (no pickler writes more than ~1000)"
+        else:
+            what = f"a value that a naive walk expands to {weight:,} values"
+        self.report(
+            R_RESOURCE,
+            Severity.HIGH,
+            f"resource-exhaustion pattern: {what} (an expansion bomb against whoever copies, "
+            "prints, converts or scans the loaded object)",
+            offset=at,
+            symbol="depth" if depth > _MAX_DEPTH else "expansion",
+            atlas=Atlas.DENIAL_OF_SERVICE,
+            remediation=_REMEDIATE_BROKEN,
+        )
+
+    def allocation(self, full: str, args: tuple[object, ...] | None, at: int, op: str) -> None:
+        """A trusted constructor asked for a huge allocation (``bytearray(2**40)``)."""
+        if not args:
+            return
+        size = 1
+        for a in args[:8]:
+            if type(a) is int and a > 0:
+                size *= a
+            elif type(a) is _Obj and type(a.info) is int and a.info > 0:
+                size *= a.info  # a range's length, materialised by list()/bytes()
+        limit = _MAX_ALLOC_BYTES if full in _ALLOCATORS else _MAX_ALLOC_ELEMENTS
+        if size > limit:
+            self.report(
+                R_RESOURCE,
+                Severity.HIGH,
+                f"calls {full} with sizes asking for about {size:,} items: a memory-exhaustion "
+                "bomb at load time",
+                offset=at,
+                opcode=op,
+                symbol=full,
+                atlas=Atlas.DENIAL_OF_SERVICE,
+                remediation=_REMEDIATE_BROKEN,
             )
 
     # -- nested payloads -------------------------------------------------------------------
@@ -1056,14 +1263,14 @@ class _Analyzer:
                     stack.append(_U2.unpack_from(data, pos)[0])
                     pos += 2
                 elif op == 0x74:  # TUPLE
-                    stack.append(tuple(pop_mark(at, op)))
+                    stack.append(self.new_tuple(tuple(pop_mark(at, op)), at))
                 elif op == 0x85 or op == 0x86 or op == 0x87:  # TUPLE1/2/3
                     n = op - 0x84
                     if len(stack) - fence() < n:
                         raise underflow(at, op)
                     small = tuple(stack[-n:])
                     del stack[-n:]
-                    stack.append(small)
+                    stack.append(self.new_tuple(small, at))
                 elif op == 0x29:  # EMPTY_TUPLE
                     stack.append(())
                 elif op == 0x52:  # REDUCE
@@ -1071,13 +1278,16 @@ class _Analyzer:
                         raise underflow(at, op)
                     args = stack.pop()
                     func = stack[-1]
-                    stack[-1] = self.call(func, args, at, "REDUCE")
+                    result = self.call(func, args, at, "REDUCE")
+                    self.grow(result, (args,), at)
+                    stack[-1] = result
                 elif op == 0x62:  # BUILD
                     if len(stack) - fence() < 2:
                         raise underflow(at, op)
                     state = stack.pop()
                     inst = stack[-1]
                     self.build(inst, state, at)
+                    self.grow(inst, (state,), at)
                     if joblib and type(inst) is _Obj and inst.cls:
                         if inst.cls in _JOBLIB_WRAPPERS:
                             stack.pop()
@@ -1097,6 +1307,7 @@ class _Analyzer:
                             target.set(items[i], items[i + 1])
                     else:
                         self.mutate(target, at, "SETITEMS")
+                    self.grow(target, items, at)
                 elif op == 0x73:  # SETITEM
                     if len(stack) - fence() < 3:
                         raise underflow(at, op)
@@ -1107,6 +1318,7 @@ class _Analyzer:
                         target.set(key, value)
                     else:
                         self.mutate(target, at, "SETITEM")
+                    self.grow(target, (key, value), at)
                 elif op == 0x7D:  # EMPTY_DICT
                     stack.append(_Dict())
                 elif op == 0x5D:  # EMPTY_LIST
@@ -1122,6 +1334,7 @@ class _Analyzer:
                         target, "extend", (_List(items),), at, "APPENDS"
                     ) and not self.invoke_planted(target, "append", (None,), at, "APPENDS"):
                         self.mutate(target, at, "APPENDS")
+                    self.grow(target, items, at)
                 elif op == 0x61:  # APPEND
                     if len(stack) - fence() < 2:
                         raise underflow(at, op)
@@ -1131,6 +1344,7 @@ class _Analyzer:
                         target.items.append(value)
                     elif not self.invoke_planted(target, "append", (value,), at, "APPEND"):
                         self.mutate(target, at, "APPEND")
+                    self.grow(target, (value,), at)
                 elif op == 0x4E:  # NONE
                     stack.append(None)
                 elif op == 0x88:  # NEWTRUE
@@ -1182,9 +1396,11 @@ class _Analyzer:
                 elif op == 0x81:  # NEWOBJ
                     if len(stack) - fence() < 2:
                         raise underflow(at, op)
-                    stack.pop()  # args
+                    args = stack.pop()
                     cls = stack[-1]
-                    stack[-1] = self.instantiate(cls, at, "NEWOBJ")
+                    result = self.instantiate(cls, at, "NEWOBJ")
+                    self.grow(result, (args,), at)
+                    stack[-1] = result
                 elif op == 0x92:  # NEWOBJ_EX
                     if len(stack) - fence() < 3:
                         raise underflow(at, op)
@@ -1300,7 +1516,9 @@ class _Analyzer:
                         raise underflow(at, op)
                     stack.append(stack[-1])
                 elif op == 0x6C:  # LIST
-                    stack.append(_List(pop_mark(at, op)))
+                    lst = _List(pop_mark(at, op))
+                    lst.w, lst.d = self.weigh(lst.items, at)
+                    stack.append(lst)
                 elif op == 0x64:  # DICT
                     items = pop_mark(at, op)
                     if len(items) & 1:
@@ -1308,6 +1526,7 @@ class _Analyzer:
                     d = _Dict()
                     for i in range(0, len(items), 2):
                         d.set(items[i], items[i + 1])
+                    d.w, d.d = self.weigh(items, at)
                     stack.append(d)
                 elif op == 0x8F:  # EMPTY_SET
                     stack.append(_Set())
@@ -1320,9 +1539,11 @@ class _Analyzer:
                         target.size += len(items)
                     elif not self.invoke_planted(target, "add", (None,), at, "ADDITEMS"):
                         self.mutate(target, at, "ADDITEMS")
+                    self.grow(target, items, at)
                 elif op == 0x91:  # FROZENSET
-                    pop_mark(at, op)
-                    stack.append(_Set())
+                    fs = _Set()
+                    fs.w, fs.d = self.weigh(pop_mark(at, op), at)
+                    stack.append(fs)
                 elif op == 0x51:  # BINPERSID
                     if len(stack) <= fence():
                         raise underflow(at, op)
@@ -1718,6 +1939,16 @@ def _dtype_state(dtype: _Obj, state: tuple[object, ...]) -> None:
     dtype.info = info
 
 
+def _range_length(args: tuple[object, ...]) -> int | None:
+    if not 1 <= len(args) <= 3 or not all(type(a) is int for a in args):
+        return None
+    ints = [a for a in args if isinstance(a, int)]
+    try:
+        return len(range(*ints))
+    except (ValueError, OverflowError):
+        return None
+
+
 def _is_pyx_unpickle(full: str) -> bool:
     """Cython's generated ``__pyx_unpickle_<Class>`` helpers of the trusted packages."""
     return full.split(".", 1)[0] in _TRUSTED_PACKAGES and full.rsplit(".", 1)[-1].startswith(
@@ -1888,17 +2119,19 @@ def looks_like_pickle(head: bytes) -> bool:
     if len(head) < 2:
         return len(head) == 1 and head[0] in (0x4E, 0x29, 0x5D, 0x7D)  # N ) ] } without STOP
     if head[0] == 0x80:
-        return head[1] <= HIGHEST_PROTOCOL and (len(head) < 3 or head[2] in _OPNAMES)
-    if head[0] not in _TEXT_STARTS:
+        # A PROTO header is what every pickler since protocol 2 writes first; what follows
+        # may be garbage, which the analysis then reports (a loader would still try it).
+        return head[1] <= HIGHEST_PROTOCOL
+    if head[0] not in _OPNAMES or head[0] == 0x2E:
         return False
-    return _plausible_text_pickle(head)
+    return _plausible_pickle(head, text=head[0] in _TEXT_STARTS)
 
 
-def _plausible_text_pickle(head: bytes) -> bool:
+def _plausible_pickle(head: bytes, *, text: bool) -> bool:
     a = _Analyzer(head, "", "", PickleLimits(max_opcodes=4096))
     end, complete, _ = a.run(0, joblib=False)
     if complete:
         return True
     # An incomplete head is fine as long as it failed only by running out of bytes.
     bad = [f for f in a.findings.values() if f.rule_id in (R_MALFORMED, R_LIMIT)]
-    return not bad and end >= min(len(head), 8) and a.opcodes >= 2
+    return not bad and end >= min(len(head), 8) and a.opcodes >= (2 if text else 4)
