@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 
 from bastion.cli import main
@@ -103,3 +107,15 @@ def postgres_url() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def check_schema() -> Callable[[str, dict[str, Any]], None]:
+    """Validate a JSON document against the committed schema ``bastion/schemas/NAME.json``."""
+
+    def check(name: str, document: dict[str, Any]) -> None:
+        schema = json.loads((files("bastion") / "schemas" / f"{name}.json").read_text("utf-8"))
+        jsonschema.Draft202012Validator.check_schema(schema)
+        jsonschema.Draft202012Validator(schema).validate(document)
+
+    return check
