@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import faulthandler
 import json
 import logging
 import mmap
@@ -482,7 +483,12 @@ class _Pool:
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
         inherited = [fd for w in self.workers for fd in (w.tasks, w.results)]
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in (task_r, task_w, result_r, result_w):
+                os.close(fd)
+            raise ScanError(f"cannot start a scanner process: {exc.strerror or exc}") from exc
         if pid == 0:  # pragma: no cover - runs in the child; its effects are tested
             code = 0
             try:
@@ -563,6 +569,7 @@ def _worker_main(
 ) -> None:  # pragma: no cover - child process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    faulthandler.disable()  # a crash is reported as a finding, not dumped on the terminal
     logging.disable(logging.CRITICAL)  # a lock held by another thread at fork may never free
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -596,7 +603,13 @@ def _worker_main(
                     exc.ctx.findings,
                     fail_on,
                 )
-            except Exception as exc:
+            except MemoryError:
+                spent = True
+                finding = _limit_finding(
+                    task["path"], "memory", f"scan needed more than {settings.memory_mb} MiB"
+                )
+                result = _verdict(task["path"], UNKNOWN_FORMAT, (finding,), fail_on)
+            except Exception as exc:  # a scanner bug: reported as a finding, never lost
                 result = _verdict(
                     task["path"], UNKNOWN_FORMAT, (_internal_error(task["path"], exc),), fail_on
                 )
