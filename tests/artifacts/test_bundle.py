@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import json
@@ -11,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.artifacts.bundle import (
     BUNDLE_MEDIA_TYPE,
@@ -469,3 +472,51 @@ def test_duplicate_keys_nested_are_refused(ed_key: PrivateKey) -> None:
     doubled = text.replace('"resources":[', '"resources":[],"resources":[', 1)
     with pytest.raises(SignatureError, match="repeats the key 'resources'"):
         decode_statement(doubled.encode())
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "_type",
+                    "subject",
+                    "predicateType",
+                    "predicate",
+                    "serialization",
+                    "resources",
+                    "name",
+                    "digest",
+                    "sha256",
+                    "method",
+                    "hash_type",
+                    "shard_size",
+                    "allow_symlinks",
+                    "bastion",
+                    "files",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(JSON_VALUES)
+def test_any_json_statement_is_parsed_or_refused_never_a_crash(document: Any) -> None:
+    with contextlib.suppress(SignatureError):
+        decode_statement(json.dumps(document).encode())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_are_parsed_or_refused_never_a_crash(data: bytes) -> None:
+    for parse in (decode_bundle, decode_statement):
+        with contextlib.suppress(SignatureError):
+            parse(data)
