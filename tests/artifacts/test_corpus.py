@@ -180,6 +180,12 @@ def _load_torch_full(path: Path) -> None:
     assert isinstance(module, torch.nn.Module)
 
 
+def _load_torch_any(path: Path) -> None:
+    import torch
+
+    torch.load(path, weights_only=False)  # benign: objects weights_only does not allow
+
+
 def _load_torch_jit(path: Path) -> None:
     import torch
 
@@ -216,6 +222,12 @@ def _load_onnx(path: Path) -> None:
 
     onnx.checker.check_model(str(path), full_check=True)
     onnx.load(str(path))
+
+
+def _load_onnxruntime(path: Path) -> None:
+    import onnxruntime
+
+    onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def _load_hdf5_bytes(data: bytes) -> None:
@@ -268,12 +280,14 @@ LOADERS: dict[str, Callable[[Path], None]] = {
     "pickle": _load_pickle,
     "torch": _load_torch,
     "torch-full": _load_torch_full,
+    "torch-any": _load_torch_any,
     "torch-jit": _load_torch_jit,
     "joblib": _load_joblib,
     "numpy": _load_numpy,
     "numpy-pickle": lambda p: _load_numpy(p, allow_pickle=True),
     "safetensors": _load_safetensors,
     "onnx": _load_onnx,
+    "onnxruntime": _load_onnxruntime,
     "keras-zip": _load_keras_zip,
     "hdf5": _load_hdf5,
     "zip": _load_zip,

