@@ -9,6 +9,7 @@ name only.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from numpy.typing import NDArray
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from bastion.assess.parallel import SerialExecutor
 from bastion.assess.privacy.membership import (
@@ -42,6 +44,13 @@ Split = tuple[
     NDArray[np.float64],
     NDArray[np.int64],
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_blas_thread() -> Iterator[None]:
+    """Two cores shared by everyone: multithreaded BLAS on small fits is 50x slower, not faster."""
+    with threadpool_limits(1):
+        yield
 
 
 @pytest.fixture(scope="module")

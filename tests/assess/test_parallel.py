@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from bastion.assess.parallel import (
     ProcessExecutor,
@@ -34,6 +36,13 @@ def _shadows(executor: object, progress: list[tuple[int, int]] | None = None) ->
         executor=executor,  # type: ignore[arg-type]
         progress=None if progress is None else lambda d, t: progress.append((d, t)),
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_blas_thread() -> Iterator[None]:
+    """Two cores shared by everyone: multithreaded BLAS on small fits is 50x slower, not faster."""
+    with threadpool_limits(1):
+        yield
 
 
 @pytest.fixture(scope="module")
