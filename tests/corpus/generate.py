@@ -2870,8 +2870,18 @@ def _make_external(tensor: Any, location: str, length: int = 48) -> None:
     tensor.ClearField("raw_data")
 
 
+def _external_constant(location: str) -> Any:
+    import numpy as np
+    from onnx import numpy_helper
+
+    tensor = numpy_helper.from_array(np.zeros(3, dtype=np.float32), "leak")
+    _make_external(tensor, location, 12)
+    return tensor
+
+
 def _onnx(c: Corpus) -> None:
     import numpy as np
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     cls = "onnx"
@@ -3043,6 +3053,58 @@ def _onnx(c: Corpus) -> None:
         _onnx_model(graph).SerializeToString(),
         cls,
         "standard op name (Relu) re-homed in an undeclared custom domain",
+        "novel",
+    )
+    # Places a graph walker can forget: model-local functions and training_info.
+    graph = _onnx_graph()
+    fn = helper.make_function(
+        "local.fn",
+        "Wrap",
+        ["a"],
+        ["b"],
+        [helper.make_node("Backdoor", ["a"], ["b"], domain="com.attacker.ops")],
+        [helper.make_opsetid("", 17), helper.make_opsetid("com.attacker.ops", 1)],
+    )
+    graph.node.append(helper.make_node("Wrap", ["y"], ["y2"], domain="local.fn"))
+    graph.output[0].name = "y2"
+    model = _onnx_model(graph, [("local.fn", 1), ("com.attacker.ops", 1)])
+    model.functions.append(fn)
+    c.bad(
+        "onnx/custom_domain_in_function/model.onnx",
+        model.SerializeToString(),
+        cls,
+        "custom-domain op hidden inside a model-local function body",
+        "novel",
+    )
+    graph = _onnx_graph()
+    fn = helper.make_function(
+        "local.fn",
+        "Leak",
+        [],
+        ["k"],
+        [helper.make_node("Constant", [], ["k"], value=_external_constant("/etc/shadow"))],
+        [helper.make_opsetid("", 17)],
+    )
+    model = _onnx_model(graph, [("local.fn", 1)])
+    model.functions.append(fn)
+    c.bad(
+        "onnx/ext_in_function_constant/model.onnx",
+        model.SerializeToString(),
+        cls,
+        "external data at an absolute path inside a model-local function's Constant",
+        "novel",
+    )
+    graph = _onnx_graph()
+    model = _onnx_model(graph)
+    init = helper.make_graph(
+        [], "init", [], [], [_external_constant("../../onnx_outside/secret.bin")]
+    )
+    model.training_info.append(onnx.TrainingInfoProto(initialization=init))
+    c.bad(
+        "onnx/ext_in_training_info/model.onnx",
+        model.SerializeToString(),
+        cls,
+        "external data with '..' in a training_info initialization graph",
         "novel",
     )
 
@@ -3490,6 +3552,41 @@ def _keras(c: Corpus) -> None:
         "CVE-2025-9905",
     )
 
+    def fill_external(fh: Any) -> None:
+        fh.attrs["keras_version"] = "2.13.1"
+        fh.attrs["backend"] = "tensorflow"
+        fh.attrs["model_config"] = json.dumps(_keras2_sequential([_keras2_dense("dense", 2, 2)]))
+        grp = fh.create_group("model_weights/dense")
+        grp.attrs["weight_names"] = np.array([b"dense/kernel:0"])
+        grp.create_dataset(
+            "dense/kernel:0", shape=(2, 2), dtype="f4", external=[("/etc/passwd", 0, 16)]
+        )
+
+    c.bad(
+        "keras/h5_external_storage_escape.h5",
+        _h5(fill_external),
+        cls,
+        "weights dataset whose raw data lives in an external file (/etc/passwd): loading "
+        "reads a file outside the model into the weights (HDF5 analogue of ONNX external data)",
+        "novel",
+    )
+
+    def fill_extlink(fh: Any) -> None:
+        fh.attrs["keras_version"] = "2.13.1"
+        fh.attrs["model_config"] = json.dumps(_keras2_sequential([_keras2_dense("dense", 2, 2)]))
+        fh.create_group("model_weights")
+        import h5py
+
+        fh["model_weights/dense"] = h5py.ExternalLink("../../../../tmp/attacker.h5", "/dense")
+
+    c.bad(
+        "keras/h5_external_link_escape.h5",
+        _h5(fill_extlink),
+        cls,
+        "weights group is an HDF5 external link to ../../../../tmp/attacker.h5",
+        "novel",
+    )
+
 
 # ---- archives nested in archives --------------------------------------------------------------
 
@@ -3773,6 +3870,28 @@ def _archives(c: Corpus) -> None:
 # ---- polyglots ---------------------------------------------------------------------------------
 
 
+def torch_zip_twins(payload_body: bytes) -> bytes:
+    """Malicious torch zip A + benign torch zip B with byte-identical layout (A + B).
+
+    miniz (torch) reads B's end record but takes its directory offset as absolute, which lands
+    on A's identical directory, so ``torch.load`` unpickles A. :mod:`zipfile` corrects for the
+    data before B and reads B. Verified with a benign A: torch returns A's object.
+    """
+    torch = _torch()
+    members = zip_members(torch_save({"weights": torch.zeros(4), "note": "x" * 64}))
+    benign_pkl = dict(members)["archive/data.pkl"]
+    head = proto(2) + binunicode("")
+    tail = POP + payload_body + STOP
+    pad = len(benign_pkl) - len(head) - len(tail)
+    assert pad >= 0
+    evil_pkl = proto(2) + binunicode("p" * pad) + tail
+    assert len(evil_pkl) == len(benign_pkl)
+    a = zip_bytes([(n, evil_pkl if n.endswith("/data.pkl") else d) for n, d in members])
+    b = zip_bytes(members)
+    assert len(a) == len(b)
+    return a + b
+
+
 def onnx_pickle_polyglot(payload: bytes) -> bytes:
     """An ONNX ModelProto that is also a pickle running ``payload`` (binary opcodes + STOP).
 
@@ -3841,13 +3960,13 @@ def _polyglots(c: Corpus) -> None:
         cls,
         "pickle followed by a safetensors file",
     )
-    benign_b = torch_save({"w": torch.zeros(2)})
     c.bad(
         "polyglot/torch_zip_then_benign_zip.pt",
-        _torch_zip(payload) + benign_b,
+        torch_zip_twins(bytes(system_call("global"))),
         cls,
-        "malicious PyTorch zip followed by a complete benign one: torch.load reads the first "
-        "archive, zipfile/numpy (and end-of-file directory readers) the second",
+        "two PyTorch zips of identical layout back to back, the first malicious: torch (miniz) "
+        "takes the end record's offsets as absolute and reads the first archive, zipfile/numpy "
+        "and end-of-file directory readers the second, benign one",
         "novel (parser differential)",
     )
     c.bad(
