@@ -628,10 +628,10 @@ def test_limits() -> None:
 
 def test_expansion_bombs_end_quickly() -> None:
     # fickling#111 / billion laughs: each GET doubles what a naive model would copy.
-    body = pickle.EMPTY_LIST + binput(0) + pickle.POP
-    for _ in range(200):
-        body += binget(0) + binget(0) + pickle.TUPLE2 + binput(0) + pickle.POP
-    body += binget(0)
+    body = pickle.EMPTY_LIST + pickle.MEMOIZE + pickle.POP
+    for level in range(200):
+        body += binget(level) + binget(level) + pickle.TUPLE2 + pickle.MEMOIZE + pickle.POP
+    body += binget(200)
     data = PROTO4 + body + pickle.STOP
     start = time.perf_counter()
     a = scan(data)

@@ -35,7 +35,6 @@ _NUMPY_CORE_CALLABLES: Final = (
     "_multiarray_umath._reconstruct",
     "_multiarray_umath.scalar",
     "numeric._frombuffer",
-    "_internal._reconstruct",
 )
 
 _CURATED_CALLABLES: Final = frozenset(

@@ -509,6 +509,9 @@ _BENIGN_DUNDERS: Final = frozenset(
     }
 )
 
+#: Most dotted parts a global may have before it is refused outright (keeps checks linear).
+_MAX_PARTS: Final = 64
+
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 #: Module names whose attribute ``path`` is harmless string/stat manipulation; a path through
@@ -584,6 +587,8 @@ def danger_reason(module: str, name: str) -> str | None:
     mod_parts = module.split(".")
     name_parts = name.split(".")
     parts = mod_parts + name_parts
+    if len(parts) > _MAX_PARTS:
+        return f"an attribute path of {len(parts)} parts: no real global is that deep"
     # The module path itself, from its top.
     reason = _module_is_dangerous(parts, 0)
     if reason:

@@ -69,6 +69,7 @@ Rule ids (stable):
 from __future__ import annotations
 
 import codecs
+import itertools
 import logging
 import struct
 import sys
@@ -132,6 +133,8 @@ _MAX_NESTING: Final = 4
 _DEADLINE_EVERY: Final = 1 << 14
 #: Longest text line accepted for text opcodes (GLOBAL, INT, GET, ...).
 _MAX_LINE: Final = 1 << 16
+#: Findings kept per rule; the rest are counted in one summary finding.
+_MAX_FINDINGS_PER_RULE: Final = 200
 #: Naive-walk size above which a value is an expansion bomb: the larger of a floor and a
 #: multiple of the stream's length (shared references in real pickles stay well below).
 _MIN_EXPANSION: Final = 10_000_000
@@ -512,6 +515,20 @@ _HIJACK_ATTRS: Final = frozenset(
     }
 )
 
+_HIJACK_ATTRS_ORDERED: Final = tuple(sorted(_HIJACK_ATTRS))
+#: State keys of joblib's array wrappers that the analysis reads.
+_WRAPPER_KEYS: Final = (
+    "subclass",
+    "shape",
+    "order",
+    "dtype",
+    "allow_mmap",
+    "numpy_array_alignment_bytes",
+    "filename",
+)
+#: Most fields a structured dtype may have before it is treated as holding objects.
+_MAX_FIELDS: Final = 4096
+
 _JOBLIB_WRAPPERS: Final = frozenset(
     {
         "joblib.numpy_pickle.NumpyArrayWrapper",
@@ -572,6 +589,10 @@ class _Analyzer:
         self.tuples: dict[int, tuple[tuple[object, ...], int, int]] = {}
         self.max_weight = max(_MIN_EXPANSION, _EXPANSION_FACTOR * self.size)
         self.imports: dict[str, int] = {}
+        self.embedded: dict[int, object] = {}
+        self.arg_scanned: dict[int, object] = {}
+        self.per_rule: dict[str, int] = {}
+        self.suppressed: dict[str, tuple[int, Severity]] = {}
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -591,6 +612,15 @@ class _Analyzer:
         old = self.findings.get(key)
         if old is not None and old.severity >= severity:
             return
+        if old is None:
+            count = self.per_rule.get(rule, 0)
+            if count >= _MAX_FINDINGS_PER_RULE:
+                more = self.suppressed.get(rule)
+                self.suppressed[rule] = (
+                    (1, severity) if more is None else (more[0] + 1, max(more[1], severity))
+                )
+                return
+            self.per_rule[rule] = count + 1
         self.findings[key] = Finding(
             rule_id=rule,
             severity=severity,
@@ -661,7 +691,7 @@ class _Analyzer:
         # Python 2 spellings are checked both ways: a scanner that does not fix imports
         # and a loader that does must never disagree on a dangerous name.
         fm, fn = pickle_rules.fix_imports(raw_module, raw_name)
-        for mod, nm in ((raw_module, raw_name), (fm, fn)):
+        for mod, nm in {(raw_module, raw_name), (fm, fn)} - {(g.module, g.name)}:
             reason = pickle_rules.danger_reason(mod, nm)
             if reason and f"{mod}.{nm}" not in SAFE_CLASSES:
                 self.dangerous(g, reason, opcode)
@@ -738,6 +768,9 @@ class _Analyzer:
                 if value.resolved and self.verdict(value) is None:
                     self.unknown_call(value, None, offset, f"{opcode} (argument of {full})")
             elif depth < 2:
+                if id(value) in self.arg_scanned:
+                    continue  # the same container again (a memo reference)
+                self.arg_scanned[id(value)] = value
                 if kind is tuple:
                     assert isinstance(value, tuple)
                     pending.extend((v, depth + 1) for v in value[:_MAX_ARG_SCAN])
@@ -746,7 +779,7 @@ class _Analyzer:
                     pending.extend((v, depth + 1) for v in value.items[:_MAX_ARG_SCAN])
                 elif kind is _Dict:
                     assert isinstance(value, _Dict)
-                    items = list(value.keys.values())[:_MAX_ARG_SCAN]
+                    items = list(itertools.islice(value.keys.values(), _MAX_ARG_SCAN))
                     pending.extend((v, depth + 1) for v in items)
 
     def unknown_call(self, func: _Global, args: object, offset: int, opcode: str) -> None:
@@ -858,7 +891,8 @@ class _Analyzer:
         for d in dicts:
             if not d.keys:
                 continue
-            for attr in _HIJACK_ATTRS.intersection(d.keys):
+            keys = d.keys
+            for attr in [a for a in _HIJACK_ATTRS_ORDERED if a in keys]:
                 value = d.keys[attr]
                 self.report(
                     R_HIJACK,
@@ -879,7 +913,7 @@ class _Analyzer:
                     if inst.info is None:
                         inst.info = {}
                     assert isinstance(inst.info, dict)
-                    inst.info.update(d.keys)
+                    inst.info.update((k, d.keys[k]) for k in _WRAPPER_KEYS if k in d.keys)
 
     def invoke_planted(self, target: object, attr: str, args: object, offset: int, op: str) -> bool:
         """If ``target`` has a planted ``attr``, the loader calls it: report, return True."""
@@ -1037,6 +1071,9 @@ class _Analyzer:
         for key, f in sub.findings.items():
             if key not in self.findings or self.findings[key].severity < f.severity:
                 self.findings[key] = f
+        for rule, (count, severity) in sub.suppressed.items():
+            mine = self.suppressed.get(rule, (0, severity))
+            self.suppressed[rule] = (mine[0] + count, max(mine[1], severity))
         for name, u in sub.usage.items():
             mine = self.usage.setdefault(name, _Usage(u.first))
             mine.called |= u.called
@@ -1045,6 +1082,9 @@ class _Analyzer:
 
     def embedded_bytes(self, value: object, offset: int, opcode: str) -> None:
         """``torch.storage._load_from_bytes(b)``: ``b`` is a whole torch.save file."""
+        if id(value) in self.embedded:
+            return  # the same value again (a memo reference): analysed once
+        self.embedded[id(value)] = value
         payload = self.bytes_of(value)
         if payload is None:
             self.report(
@@ -1209,6 +1249,8 @@ class _Analyzer:
                     pos += 1
                     if len(stack) <= fence():
                         raise underflow(at, op)
+                    if idx in memo:
+                        raise stop(R_MALFORMED, f"memo key {idx} defined twice", at, op)
                     memo[idx] = stack[-1]
                 elif op == 0x68:  # BINGET
                     need(pos, 1, op)
@@ -1221,7 +1263,10 @@ class _Analyzer:
                 elif op == 0x94:  # MEMOIZE
                     if len(stack) <= fence():
                         raise underflow(at, op)
-                    memo[len(memo)] = stack[-1]
+                    mkey = len(memo)
+                    if mkey in memo:
+                        raise stop(R_MALFORMED, f"memo key {mkey} defined twice", at, op)
+                    memo[mkey] = stack[-1]
                     if len(memo) > max_memo:
                         raise _Stop(R_LIMIT, f"more than {max_memo} memo entries", at, "MEMOIZE")
                 elif op == 0x58 or op == 0x8C or op == 0x8D:  # BINUNICODE, SHORT_, 8
@@ -1361,6 +1406,8 @@ class _Analyzer:
                         raise _Stop(
                             R_LIMIT, f"memo index {idx} beyond the limit", at, "LONG_BINPUT"
                         )
+                    if idx in memo:
+                        raise stop(R_MALFORMED, f"memo key {idx} defined twice", at, op)
                     memo[idx] = stack[-1]
                     if len(memo) > max_memo:
                         raise _Stop(
@@ -1566,6 +1613,8 @@ class _Analyzer:
                         raise _Stop(R_LIMIT, f"memo index {put} beyond the limit", at, "PUT")
                     if len(stack) <= fence():
                         raise underflow(at, op)
+                    if put in memo:
+                        raise stop(R_MALFORMED, f"memo key {put} defined twice", at, op)
                     memo[put] = stack[-1]
                     if len(memo) > max_memo:
                         raise _Stop(R_LIMIT, f"more than {max_memo} memo entries", at, "PUT")
@@ -1929,7 +1978,10 @@ def _dtype_state(dtype: _Obj, state: tuple[object, ...]) -> None:
         if type(subarray) is tuple and subarray:
             parts.append(subarray[0])
         if type(fields) is _Dict:
-            parts.extend(v[0] for v in fields.keys.values() if type(v) is tuple and v)
+            if len(fields.keys) > _MAX_FIELDS:
+                info = _DtypeInfo(info.itemsize, True)  # beyond any real dtype: fail closed
+            else:
+                parts.extend(v[0] for v in fields.keys.values() if type(v) is tuple and v)
         elif fields is not None:
             info = _DtypeInfo(info.itemsize, True)  # fields we cannot see: assume objects
         for part in parts:
@@ -2093,6 +2145,15 @@ def analyze_pickle(
             remediation=_REMEDIATE_BROKEN,
         )
     a.grade_unknowns()
+    for rule, (count, severity) in a.suppressed.items():
+        a.findings[(rule, "")] = Finding(
+            rule_id=rule,
+            severity=severity,
+            message=f"{count} more findings of this rule were left out of the report",
+            path=path,
+            member=member,
+            remediation=_REMEDIATE_UNKNOWN,
+        )
     findings = sorted(
         a.findings.values(), key=lambda f: (-f.severity, f.offset if f.offset is not None else -1)
     )
