@@ -1072,8 +1072,8 @@ class _Analyzer:
             if key not in self.findings or self.findings[key].severity < f.severity:
                 self.findings[key] = f
         for rule, (count, severity) in sub.suppressed.items():
-            mine = self.suppressed.get(rule, (0, severity))
-            self.suppressed[rule] = (mine[0] + count, max(mine[1], severity))
+            have = self.suppressed.get(rule, (0, severity))
+            self.suppressed[rule] = (have[0] + count, max(have[1], severity))
         for name, u in sub.usage.items():
             mine = self.usage.setdefault(name, _Usage(u.first))
             mine.called |= u.called
