@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bastion.artifacts import pickle_scan
+from bastion.artifacts import pickle_scan, pickle_vm
 from bastion.artifacts.findings import Severity
 from bastion.artifacts.pickle_scan import (
     PickleAnalysis,
@@ -1007,8 +1007,8 @@ def test_looks_like_pickle() -> None:
 
 def test_rule_ids_are_documented() -> None:
     doc = pickle_scan.__doc__ or ""
-    constants = {v for k, v in vars(pickle_scan).items() if k.startswith("R_")}
-    assert constants
+    constants = set(pickle_scan.RULE_IDS)
+    assert constants == {v for k, v in vars(pickle_vm).items() if k.startswith("R_")}
     for rule in constants:
         assert f"``{rule}``" in doc, rule
 
