@@ -436,6 +436,59 @@ def raw_zip(members: Sequence[RawMember], *, prefix: bytes = b"") -> bytes:
     return bytes(out)
 
 
+def _7z_number(value: int) -> bytes:
+    """7-Zip's variable-length NUMBER encoding."""
+    for extra in range(8):
+        if value < (1 << (7 * (extra + 1))):
+            first = (0xFF << (8 - extra)) & 0xFF
+            high = value >> (8 * extra)
+            return bytes([first | high]) + (value & ((1 << (8 * extra)) - 1)).to_bytes(
+                extra, "little"
+            )
+    return b"\xff" + value.to_bytes(8, "little")
+
+
+def sevenzip_bytes(name: str, data: bytes) -> bytes:
+    """A one-file 7z archive, LZMA2-compressed, written by hand (no 7z library needed)."""
+    packed = lzma.compress(
+        data, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20}]
+    )
+    n = _7z_number
+    folder = n(1) + bytes([0x21, 0x21]) + n(1) + bytes([16])  # one coder: LZMA2, 1 MiB dict
+    names = name.encode("utf-16-le") + b"\x00\x00"
+    header = (
+        b"\x01\x04"  # Header, MainStreamsInfo
+        + b"\x06"
+        + n(0)
+        + n(1)
+        + b"\x09"
+        + n(len(packed))
+        + b"\x00"  # PackInfo
+        + b"\x07\x0b"
+        + n(1)
+        + b"\x00"
+        + folder
+        + b"\x0c"
+        + n(len(data))
+        + b"\x00"  # UnPackInfo
+        + b"\x08\x0a\x01"
+        + struct.pack("<I", zlib.crc32(data))
+        + b"\x00"  # SubStreamsInfo CRC
+        + b"\x00"  # end of MainStreamsInfo
+        + b"\x05"
+        + n(1)
+        + b"\x11"
+        + n(len(names) + 1)
+        + b"\x00"
+        + names
+        + b"\x00"  # FilesInfo
+        + b"\x00"  # end of Header
+    )
+    tail = struct.pack("<QQI", len(packed), len(header), zlib.crc32(header))
+    start = b"7z\xbc\xaf\x27\x1c\x00\x04" + struct.pack("<I", zlib.crc32(tail)) + tail
+    return start + packed + header
+
+
 def tar_bytes(members: Sequence[tuple[str, bytes]], *, compression: str = "") -> bytes:
     """A tar (optionally gz/bz2/xz) with fixed metadata."""
     buf = io.BytesIO()
@@ -3857,6 +3910,24 @@ def _archives(c: Corpus) -> None:
         cls,
         "member compressed with method 93 (Zstandard, read by Python 3.14 zipfile): "
         "cannot be examined here, must fail closed",
+    )
+    broken = inject_after_proto(
+        pickle.dumps({"w": list(range(32))}, protocol=2), system_call("global")
+    )[:-20]
+    c.bad(
+        "archive/nullifai_7z_pytorch_model.bin",
+        sevenzip_bytes("archive/data.pkl", broken),
+        cls,
+        "PyTorch-style model packed as a 7z archive (LZMA2) holding a broken pickle whose "
+        "payload runs before the break",
+        "ReversingLabs nullifAI (2025)",
+    )
+    c.bad(
+        "archive/pickle_in_7z.7z",
+        sevenzip_bytes("model.pkl", payload),
+        cls,
+        "7z archive (LZMA2) holding a pickle",
+        "picklescan scan_7z_bytes",
     )
     half = len(payload) // 2
     c.bad(
