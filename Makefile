@@ -14,6 +14,9 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	# torchattacks (a reference the assess tests and benchmarks compare with) declares
+	# torchvision and requests~=2.25 but imports neither: install it alone.
+	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,7 +42,7 @@ bench: install
 # Regenerate the lock from pyproject.toml (a developer step; commit the result).
 lock: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	$(BIN)/pip freeze --exclude-editable | grep -v '^bastion' > requirements.lock
+	$(BIN)/pip freeze --exclude-editable | grep -v -e '^bastion' -e '^torchattacks' > requirements.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -77,6 +77,18 @@ class Dataset:
         """The samples at ``index``."""
         return Dataset(self.x[index], self.y[index], self.source, self.digest)
 
+    def conform(self, domain: InputDomain) -> Dataset:
+        """The data reshaped to the domain's shape (flat rows of the right size) and checked.
+
+        Raises:
+            AssessmentError: the shape does not fit, or values fall outside the bounds.
+        """
+        x = self.x
+        if x.shape[1:] != domain.shape and x[0].size == domain.size:
+            x = x.reshape((x.shape[0], *domain.shape))
+        domain.check(x, f"inputs in {self.source}")
+        return Dataset(x, self.y, self.source, self.digest)
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready description (for reports)."""
         return {
@@ -158,13 +170,10 @@ def _build(
     if labels.shape[0] != x.shape[0]:
         raise AssessmentError(f"{x.shape[0]} inputs but {labels.shape[0]} labels in {source}")
     inputs = np.asarray(x, dtype=np.float32)
-    if domain is not None:
-        if inputs.shape[1:] != domain.shape and inputs[0].size == domain.size:
-            inputs = inputs.reshape((inputs.shape[0], *domain.shape))
-        domain.check(inputs, f"inputs in {source}")
-    elif not np.isfinite(inputs).all():
+    if not np.isfinite(inputs).all():
         raise AssessmentError(f"inputs in {source} contain NaN or infinite values")
-    return Dataset(np.ascontiguousarray(inputs), labels, source, digest)
+    data = Dataset(np.ascontiguousarray(inputs), labels, source, digest)
+    return data if domain is None else data.conform(domain)
 
 
 def _labels(raw: NDArray[Any], source: str) -> NDArray[np.int64]:

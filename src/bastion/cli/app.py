@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from bastion import __version__
+from bastion.cli import assess as assess_cmd
 from bastion.cli import demo as demo_cmd
 from bastion.cli import init as init_cmd
 from bastion.cli import log as log_cmd
@@ -27,7 +28,14 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The command modules, in help order. Each has ``register(subparsers)`` which adds its
 #: parsers and sets ``handler(ctx) -> int`` as a default.
-COMMANDS: tuple[ModuleType, ...] = (init_cmd, demo_cmd, scan_cmd, signing_cmd, log_cmd)
+COMMANDS: tuple[ModuleType, ...] = (
+    init_cmd,
+    demo_cmd,
+    scan_cmd,
+    signing_cmd,
+    log_cmd,
+    assess_cmd,
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -12,7 +12,7 @@ binary search on ``c`` per sample. The distance is measured in units of the doma
 the defaults do not depend on whether inputs are in [0, 1] or [0, 255]; the perturbations
 reported are in raw units.
 
-Defaults: ``binary_steps = 6``, ``steps = 100`` Adam steps per search step, ``lr = 0.01``,
+Defaults: ``binary_steps = 6``, ``steps = 100`` Adam steps per search step, ``lr = 0.05``,
 ``initial_const = 0.1``, ``kappa = 0`` (torchattacks: one search step, c = 1, 50 steps;
 ART: 10 search steps of 10 iterations, c = 0.01). A sample with no adversarial found is
 returned unchanged.
@@ -46,7 +46,7 @@ class CarliniWagnerL2:
         *,
         binary_steps: int = 6,
         steps: int = 100,
-        lr: float = 0.01,
+        lr: float = 0.05,
         initial_const: float = 0.1,
         kappa: float = 0.0,
     ) -> None:
@@ -119,7 +119,7 @@ class CwOptions(BaseModel):
     norm: Literal[Norm.L2] = Norm.L2
     binary_steps: int = Field(default=6, ge=1, le=50)
     steps: int = Field(default=100, ge=1, le=100_000)
-    lr: float = Field(default=0.01, gt=0)
+    lr: float = Field(default=0.05, gt=0)
     initial_const: float = Field(default=0.1, gt=0)
     kappa: float = Field(default=0.0, ge=0)
 

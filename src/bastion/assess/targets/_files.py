@@ -7,7 +7,8 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bastion.errors import AssessmentError
+from bastion.artifacts import ScanStatus, scan_paths
+from bastion.errors import AssessmentError, ScanError
 
 logger = logging.getLogger(__name__)
 
@@ -38,28 +39,27 @@ def combined_digest(files: Sequence[tuple[str, str]]) -> str:
 def require_clean_scan(paths: Sequence[Path]) -> None:
     """Refuse to load a model file that bastion's scanner does not pass.
 
-    Fails closed: an unsafe finding, a skipped file, or no scanner at all refuses the load.
+    Runs :func:`bastion.artifacts.scan_paths` (``bastion scan``) with default settings. Fails
+    closed: an unsafe finding or a skipped file refuses the load.
 
     Raises:
         AssessmentError: the scan did not pass, or could not run.
     """
-    # INTEGRATION POINT (issue 3 -> issue 5): bind bastion's scanner library API here.
-    # Expected: a function that scans paths and returns bastion.artifacts.findings.ScanReport.
     try:
-        from bastion.artifacts import scan_paths  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as exc:
-        raise AssessmentError(
-            "bastion's model scanner is not available, so a pickle-based model cannot be "
-            "loaded safely"
-        ) from exc
-    report = scan_paths(list(paths))
-    problems = [
-        f"{r.path}: {r.status.value}"
-        + (f" ({r.findings[0].rule_id}: {r.findings[0].message})" if r.findings else "")
-        + (f" ({r.skip_reason})" if r.skip_reason else "")
-        for r in report.results
-        if r.status.value != "clean"
-    ]
+        report = scan_paths([str(p) for p in paths])
+    except ScanError as exc:
+        raise AssessmentError(f"the model scan could not run: {exc}") from exc
+    problems = []
+    for result in report.results:
+        if result.status is ScanStatus.CLEAN:
+            continue
+        detail = result.skip_reason
+        if result.findings:
+            first = result.findings[0]
+            detail = f"{first.rule_id}: {first.message}"
+        problems.append(f"{result.path}: {result.status.value} ({detail})")
+    if not report.results:
+        problems.append("nothing was scanned")
     if problems:
         raise AssessmentError("the model scan did not pass: " + "; ".join(problems))
     logger.info("scan passed for %s", ", ".join(str(p) for p in paths))

@@ -48,12 +48,12 @@ from bastion.assess.targets.interface import (
 )
 from bastion.errors import AssessmentError
 
-__all__ = ["TorchTarget"]
+__all__ = ["AffineModule", "CountedModule", "TorchTarget"]
 
 logger = logging.getLogger(__name__)
 
 
-class _Counted(torch.nn.Module):
+class CountedModule(torch.nn.Module):
     """Raw input -> (normalise) -> model -> logits, one query charged per sample."""
 
     mean: torch.Tensor
@@ -86,6 +86,21 @@ class _Counted(torch.nn.Module):
         if self.log_output:
             out = torch.log(out.clamp_min(1e-30))
         return out
+
+
+class AffineModule(torch.nn.Module):
+    """``x * scale + shift`` per feature (a scaler of a scikit-learn pipeline)."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    def __init__(self, scale: NDArray[Any], shift: NDArray[Any]) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.from_numpy(np.asarray(scale, dtype=np.float32)))
+        self.register_buffer("shift", torch.from_numpy(np.asarray(shift, dtype=np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
 
 
 class TorchTarget:
@@ -124,7 +139,7 @@ class TorchTarget:
         self._output = output or detect_output(probe)
         if self._output is OutputKind.LABELS:
             raise AssessmentError("a PyTorch target must return scores, not labels")
-        self._model = _Counted(
+        self._model = CountedModule(
             module, domain, self._queries, log_output=self._output is OutputKind.PROBABILITIES
         )
         count = int(probe.shape[1])
