@@ -494,6 +494,9 @@ def test_unknown_globals_are_graded_by_use() -> None:
     enum_like = scan(reduce_call("mypkg.config", "Mode", "train"))
     assert worst(enum_like) == Severity.MEDIUM
     assert rules(enum_like) == {"PICKLE-UNKNOWN-VALUE-CALL"}
+    # a path, URL or command is no enum value: a class given one is graded as a call
+    for arg in ("/tmp/x.h5", "https://example.invalid/x", "rm -rf /", "a.b"):
+        assert_unsafe(scan(reduce_call("mypkg.io", "Store", arg)), "PICKLE-UNKNOWN-CALL")
     # the enum leniency never applies to the standard library or the trusted packages
     assert_unsafe(scan(reduce_call("logging", "Handler", "x")), "PICKLE-DANGEROUS-GLOBAL")
     assert_unsafe(scan(reduce_call("torch.nn.modules", "Evil", "x")), "PICKLE-UNKNOWN-CALL")
@@ -677,6 +680,9 @@ def test_resource_bombs() -> None:
     body = sg("torch.nn.modules.linear", "Linear") + pickle.BININT + struct.pack("<i", 1 << 17)
     body += pickle.BININT + struct.pack("<i", 1 << 17) + pickle.TUPLE2 + pickle.REDUCE
     assert_unsafe(scan(wrap4(body)), "PICKLE-RESOURCE-BOMB")
+    # torch.FloatStorage(2**30): 4 GiB
+    body = sg("torch", "FloatStorage") + pickle.BININT + struct.pack("<i", 1 << 30)
+    assert_unsafe(scan(wrap4(body + pickle.TUPLE1 + pickle.REDUCE)), "PICKLE-RESOURCE-BOMB")
     # small values of the same kinds are fine
     ok = sg("builtins", "bytearray") + pickle.BININT1 + b"\x10" + pickle.TUPLE1 + pickle.REDUCE
     assert_clean(scan(wrap4(ok)))

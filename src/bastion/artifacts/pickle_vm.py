@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import itertools
 import logging
+import re
 import struct
 import sys
 import time
@@ -171,6 +172,8 @@ _ARGS_NEVER_CALLED: Final = frozenset(
         "torch.device",
     }
 )
+#: An enum member's value, as pickled by ``Enum.__reduce_ex__``: a short word.
+_ENUM_WORD: Final = re.compile(r"[A-Za-z0-9_\-]{0,64}\Z")
 #: Standard library top-level modules (never eligible for the enum-value leniency).
 _STDLIB: Final = frozenset(sys.stdlib_module_names) | {"__builtin__", "builtins", "exceptions"}
 #: Packages whose allowlist is generated from the installed code: a miss there is not an enum.
@@ -718,7 +721,7 @@ class _Analyzer:
             and last[:1].isupper()
             and pos is not None
             and len(pos) == 1
-            and (type(pos[0]) in (str, int, float, bool) or pos[0] is None)
+            and _enum_value(pos[0])
             and opcode == "REDUCE"
         ):
             self.report(
@@ -955,7 +958,10 @@ class _Analyzer:
                 size *= a
             elif type(a) is _Obj and type(a.info) is int and a.info > 0:
                 size *= a.info  # a range's length, materialised by list()/bytes()
-        limit = _MAX_ALLOC_BYTES if full in _ALLOCATORS else _MAX_ALLOC_ELEMENTS
+        allocator = full in _ALLOCATORS or (
+            full.startswith("torch.") and full.endswith(("Storage", "Tensor"))
+        )
+        limit = _MAX_ALLOC_BYTES if allocator else _MAX_ALLOC_ELEMENTS
         if size > limit:
             self.report(
                 R_RESOURCE,
@@ -1923,6 +1929,14 @@ def _range_length(args: tuple[object, ...]) -> int | None:
         return len(range(*ints))
     except (ValueError, OverflowError):
         return None
+
+
+def _enum_value(value: object) -> bool:
+    """What an enum member's value looks like: a short word or a number, never a path, URL,
+    command or expression (which is what a gadget class would be given)."""
+    if value is None or type(value) in (int, float, bool):
+        return True
+    return type(value) is str and _ENUM_WORD.match(value) is not None
 
 
 def _is_pyx_unpickle(full: str) -> bool:
