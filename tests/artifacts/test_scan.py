@@ -205,6 +205,15 @@ def test_memory_budget_is_enforced_in_the_worker(tmp_path: Path) -> None:
 
 
 def test_workers_are_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spawned = _count_spawns(monkeypatch)
+    for i in range(12):
+        (tmp_path / f"m{i}.pkl").write_bytes(pickle.dumps(i))
+    report = scan_paths([tmp_path], ScanSettings(workers=2))
+    assert len(report.results) == 12
+    assert len(spawned) == 2
+
+
+def _count_spawns(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     spawned: list[int] = []
     real_spawn = scan_module._Pool.spawn
 
@@ -214,11 +223,43 @@ def test_workers_are_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         return worker
 
     monkeypatch.setattr(scan_module._Pool, "spawn", counting)
-    for i in range(12):
-        (tmp_path / f"m{i}.pkl").write_bytes(pickle.dumps(i))
-    report = scan_paths([tmp_path], ScanSettings(workers=2))
-    assert len(report.results) == 12
-    assert len(spawned) == 2
+    return spawned
+
+
+def test_one_small_file_is_scanned_without_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawned = _count_spawns(monkeypatch)
+    path = tmp_path / "m.pkl"
+    path.write_bytes(PAYLOAD)
+    (result,) = scan_paths([path]).results
+    assert result.status is ScanStatus.UNSAFE
+    assert spawned == []
+
+
+def test_one_small_file_still_has_a_memory_budget(tmp_path: Path) -> None:
+    numbers = b"0," * 7_000_000  # 14 MB of JSON, ~60 MB once parsed, under a 64 MiB budget
+    header = b'{"a": [' + numbers + b"0]}"
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "hog.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    assert path.stat().st_size <= scan_module.IN_PROCESS_MAX_BYTES
+    (result,) = scan_paths([path], ScanSettings(memory_mb=64)).results
+    assert [f.rule_id for f in result.findings] == ["SCAN-LIMIT-MEMORY"]
+    assert bytearray(100 * 2**20)  # and the limit is lifted afterwards
+
+
+def test_native_parsers_run_only_in_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h5py = pytest.importorskip("h5py")
+    spawned = _count_spawns(monkeypatch)
+    path = tmp_path / "data.h5"
+    with h5py.File(path, "w") as handle:
+        handle["x"] = [1, 2, 3]
+    (result,) = scan_paths([path]).results
+    assert result.format == "hdf5"
+    assert len(spawned) == 1
 
 
 def test_one_small_file_is_quick(tmp_path: Path) -> None:

@@ -39,16 +39,17 @@ import resource
 import selectors
 import signal
 import stat
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion.artifacts.findings import Atlas, FileResult, Finding, ScanReport, ScanStatus, Severity
 from bastion.artifacts.report import result_from_dict, result_to_dict
 from bastion.artifacts.scanners import SCANNERS, BudgetExceeded, ScanContext, Scanner
-from bastion.artifacts.scanners.interface import INCOMPLETE_SUFFIX
+from bastion.artifacts.scanners.interface import INCOMPLETE_SUFFIX, NeedsIsolation
 from bastion.config import ScanSettings
 from bastion.errors import ScanError
 
@@ -241,6 +242,7 @@ def _scan_view(
     disk_path: Path | None,
     started: float,
     scanners: tuple[Scanner, ...],
+    native: bool = True,
 ) -> FileResult:
     ctx = ScanContext(
         path,
@@ -248,6 +250,7 @@ def _scan_view(
         scanners,
         disk_path=disk_path,
         deadline=started + settings.timeout_seconds,
+        native=native,
     )
     labels: list[str] = []
     try:
@@ -326,6 +329,9 @@ def scan_file(
             fail_on,
             seconds=time.monotonic() - started,
         )
+    except Exception as exc:  # a scanner bug: reported as a finding, never lost
+        logger.debug("scanner failed on %s", shown, exc_info=True)
+        return _verdict(shown, UNKNOWN_FORMAT, (_internal_error(shown, exc),), fail_on)
 
 
 def _scan_path(
@@ -335,7 +341,15 @@ def _scan_path(
     follow: bool,
     started: float,
     scanners: tuple[Scanner, ...],
+    *,
+    in_process: bool = False,
 ) -> FileResult:
+    """Open and scan one file.
+
+    In a worker the file is mapped (read lazily, never copied). In this process (the small
+    single-file fast path) it is read into memory instead, so a file truncated under the scan
+    cannot raise SIGBUS here, and native parsers are refused (:class:`NeedsIsolation`).
+    """
     try:
         info = Path(path).stat() if follow else Path(path).lstat()
     except OSError as exc:
@@ -370,7 +384,10 @@ def _scan_path(
             )
             return _verdict(path, UNKNOWN_FORMAT, (finding,), fail_on, size=size)
         try:
-            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            if in_process:
+                mapped: mmap.mmap | bytes = _read_all(fd, size)
+            else:
+                mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as exc:
             return _verdict(path, UNKNOWN_FORMAT, (), fail_on, skip_reason=_os_reason(exc))
     finally:
@@ -385,13 +402,27 @@ def _scan_path(
             disk_path=Path(path),
             started=started,
             scanners=scanners,
+            native=not in_process,
         )
     finally:
         view.release()
         # Slices still referenced (by a traceback being unwound) keep the map alive; it is
         # unmapped when the last of them goes.
-        with contextlib.suppress(BufferError):
-            mapped.close()
+        if isinstance(mapped, mmap.mmap):
+            with contextlib.suppress(BufferError):
+                mapped.close()
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks = []
+    remaining = size
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 def _os_reason(exc: BaseException) -> str:
@@ -436,6 +467,9 @@ def scan_bytes(
         )
     except _WorkerSpent as spent:
         return _verdict(name, UNKNOWN_FORMAT, spent.ctx.findings, fail_on)
+    except Exception as exc:  # a scanner bug: reported as a finding, never lost
+        logger.debug("scanner failed on %s", name, exc_info=True)
+        return _verdict(name, UNKNOWN_FORMAT, (_internal_error(name, exc),), fail_on)
 
 
 # -- worker processes ---------------------------------------------------------------------
@@ -727,6 +761,87 @@ def _drain(
         on_result(index, _verdict(path, UNKNOWN_FORMAT, (finding,), pool.fail_on))
 
 
+# -- the single small file fast path -------------------------------------------------------
+
+#: A run over one file no larger than this scans it in this process (no worker to start).
+IN_PROCESS_MAX_BYTES = 16 * 2**20
+
+
+@contextlib.contextmanager
+def _data_limit(budget: int) -> Iterator[None]:
+    """Lower this process's RLIMIT_DATA to its current size plus ``budget``, then restore."""
+    baseline = _vm_data()
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    except (ValueError, OSError):
+        baseline = 0
+    if not baseline:
+        yield
+        return
+    limit = baseline + budget
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def _scan_small_in_process(
+    target: ScanTarget, settings: ScanSettings, fail_on: Severity
+) -> FileResult | None:
+    """Scan one small file here, with the budgets enforced; None: it needs a worker.
+
+    Starting a worker costs a fork, and forking a process that has loaded large libraries
+    (torch) takes tens of milliseconds: for a single small file that dominates. The file is
+    scanned here only when the budgets still hold:
+
+    - memory: this process's RLIMIT_DATA is lowered to its current size plus the budget for
+      the scan (and restored), which is safe only while no other thread allocates, so the
+      fast path is taken only in a single-threaded process;
+    - time: every reader here is pure Python and checks the deadline, and the file is small;
+      readers that call native parsers (HDF5) raise :class:`NeedsIsolation` and the file
+      goes to a worker, which can be killed;
+    - crashes: the file is read into memory, not mapped (no SIGBUS if it is truncated
+      meanwhile), and no native parser runs here.
+    """
+    if threading.active_count() != 1:
+        return None
+    try:
+        info = Path(target.path).stat() if target.follow else Path(target.path).lstat()
+    except OSError:
+        return None  # the worker reports why
+    if not stat.S_ISREG(info.st_mode) or info.st_size > IN_PROCESS_MAX_BYTES:
+        return None
+    started = time.monotonic()
+    try:
+        with _data_limit(settings.memory_mb * 2**20):
+            return _scan_path(
+                target.path,
+                settings,
+                fail_on,
+                target.follow,
+                started,
+                SCANNERS,
+                in_process=True,
+            )
+    except NeedsIsolation:
+        return None
+    except _WorkerSpent as spent:
+        return _verdict(
+            target.path,
+            "+".join(spent.labels) or UNKNOWN_FORMAT,
+            spent.ctx.findings,
+            fail_on,
+            seconds=time.monotonic() - started,
+        )
+    except Exception as exc:  # a scanner bug: reported as a finding, never lost
+        logger.debug("scanner failed on %s", target.path, exc_info=True)
+        finding = _internal_error(target.path, exc)
+        return _verdict(target.path, UNKNOWN_FORMAT, (finding,), fail_on)
+
+
 # -- the driver ---------------------------------------------------------------------------
 
 
@@ -773,6 +888,12 @@ def scan_targets(
             )
         else:
             to_scan.append(index)
+    if len(to_scan) == 1 and isolate:
+        index = to_scan[0]
+        result = _scan_small_in_process(targets[index], settings, fail_on)
+        if result is not None:
+            done(index, result)
+            to_scan = []
     if to_scan and isolate:
         workers = min(settings.workers or os.cpu_count() or 1, len(to_scan))
         _run_pool(targets, to_scan, settings, fail_on, workers, done)

@@ -3,7 +3,9 @@
 ``joblib.load`` picks a decompressor by the first bytes of the file (``joblib/compressor.py``,
 ``numpy_pickle_utils._detect_compressor``), in this order: ``ZF`` (the pre-0.10 format: ``ZF``,
 a hex length padded to 19 characters, then zlib data), ``\\x78`` (zlib), ``\\x1f\\x8b`` (gzip),
-``BZ`` (bzip2), ``\\x5d\\x00`` (lzma "alone"), ``\\xfd7zXZ`` (xz); what comes out is unpickled.
+``BZ`` (bzip2), ``\\x5d\\x00`` (lzma "alone"), ``\\xfd7zXZ`` (xz), ``\\x04\\x22\\x4d\\x18`` (LZ4,
+with the optional lz4 package); what comes out is unpickled. LZ4 is recognised but not
+decompressed (no decoder in the standard library), which fails closed.
 The same wrappers around a tar (``.tar.gz``) or anything else are handled alike: the stream is
 decompressed with caps (see :mod:`~bastion.artifacts.scanners._inflate`) and its content scanned
 by format one level deeper.
@@ -25,6 +27,8 @@ _JOBLIB_COMPAT_HEADER = 2 + 19  # "ZF" + hex length padded to len(hex(2**64))
 _FTEXT, _FHCRC, _FEXTRA, _FNAME, _FCOMMENT = 1, 2, 4, 8, 16
 _BZ2_BLOCK = b"\x31\x41\x59\x26\x53\x59"
 _BZ2_EMPTY = b"\x17\x72\x45\x38\x50\x90"
+#: LZ4 frame magic: joblib.load decompresses it when the lz4 package is installed.
+_LZ4_FRAME = b"\x04\x22\x4d\x18"
 
 
 def _kind(data: memoryview) -> str | None:
@@ -44,6 +48,8 @@ def _kind(data: memoryview) -> str | None:
         return "bz2"
     if head.startswith(b"\xfd7zXZ\x00"):
         return "xz"
+    if head.startswith(_LZ4_FRAME):
+        return "lz4"
     if len(head) >= 13 and head.startswith(b"\x5d\x00"):
         dict_size = int.from_bytes(head[1:5], "little")
         size = int.from_bytes(head[5:13], "little")
@@ -100,6 +106,10 @@ class CompressedScanner:
     def scan(self, data: memoryview, ctx: ScanContext) -> str:
         kind = _kind(data)
         assert kind is not None
+        if kind == "lz4":
+            # No lz4 decoder in the standard library, and bastion adds none: fail closed.
+            ctx.incomplete("LZ4-compressed stream (joblib reads these); bastion cannot open it")
+            return kind
         stream = data
         codec = kind
         if kind == "joblib-zf":

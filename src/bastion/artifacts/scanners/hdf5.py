@@ -14,7 +14,7 @@ import io
 import json
 from typing import Any
 
-from bastion.artifacts.scanners.interface import ScanContext
+from bastion.artifacts.scanners.interface import NeedsIsolation, ScanContext
 from bastion.artifacts.scanners.keras import check_keras_config
 
 __all__ = ["HDF5_SIGNATURE", "Hdf5Scanner"]
@@ -26,7 +26,7 @@ _CONFIG_ATTRIBUTES = ("model_config", "training_config")
 def _signature_offset(data: memoryview) -> int | None:
     offset = 0
     while offset + len(HDF5_SIGNATURE) <= len(data):
-        if bytes(data[offset : offset + len(HDF5_SIGNATURE)]) == HDF5_SIGNATURE:
+        if data[offset : offset + len(HDF5_SIGNATURE)] == HDF5_SIGNATURE:
             return offset
         offset = 512 if offset == 0 else offset * 2
     return None
@@ -53,6 +53,8 @@ class Hdf5Scanner:
         return _signature_offset(data) is not None
 
     def scan(self, data: memoryview, ctx: ScanContext) -> str:
+        if not ctx.native:
+            raise NeedsIsolation  # the HDF5 library is native code: only in a worker
         import h5py
 
         label = self.name

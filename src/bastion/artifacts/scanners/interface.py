@@ -29,6 +29,7 @@ from bastion.config import ScanSettings
 __all__ = [
     "INCOMPLETE_SUFFIX",
     "BudgetExceeded",
+    "NeedsIsolation",
     "PickleRole",
     "ScanContext",
     "Scanner",
@@ -84,6 +85,14 @@ class BudgetExceeded(Exception):  # noqa: N818 - a control-flow signal, not an e
     """Raised inside a scan when the file's time budget is spent; ends that file's scan."""
 
 
+class NeedsIsolation(Exception):  # noqa: N818 - a control-flow signal, not an error for users
+    """Raised by a scanner that must call a native parser while the scan runs in-process.
+
+    Native code (the HDF5 library) can hang or crash on hostile input where no deadline check
+    reaches it; the driver then scans the file again in a worker process it can kill.
+    """
+
+
 @dataclass
 class _Frame:
     name: str
@@ -101,6 +110,8 @@ class ScanContext:
         disk_path: the file on disk, for checks relative to its folder (ONNX external data);
             None for content that is not a file (bytes handed in by a caller).
         deadline: ``time.monotonic()`` value after which the scan stops, or None.
+        native: whether scanners may call native parsers (False: they raise
+            :class:`NeedsIsolation`).
     """
 
     def __init__(
@@ -111,6 +122,7 @@ class ScanContext:
         *,
         disk_path: Path | None = None,
         deadline: float | None = None,
+        native: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
@@ -118,6 +130,8 @@ class ScanContext:
         self.scanners = scanners
         self.disk_path = disk_path
         self.deadline = deadline
+        #: whether native parsers (h5py) may run: False in-process, see NeedsIsolation.
+        self.native = native
         self._clock = clock
         self.findings: list[Finding] = []
         self.dropped_findings = 0
@@ -379,8 +393,9 @@ class ScanContext:
     ) -> PickleAnalysis:
         """Run the static pickle analyser over ``data[start:]`` and record its findings.
 
-        A parse failure of a :attr:`PickleRole.SNIFFED` stream is lowered to a note (see the
-        role's docs); every other finding, limits included, is kept as the analyser made it.
+        For a :attr:`PickleRole.SNIFFED` stream that is not a well-formed pickle, findings
+        about what the analyser could not follow (:data:`UNCERTAIN_RULES`) become notes;
+        everything else is kept as the analyser made it.
         """
         self.check_deadline()
         limits = PickleLimits(
@@ -398,8 +413,16 @@ class ScanContext:
             allow_trailing=allow_trailing,
         )
         effective = self.pickle_role if role is None else role
+        # Bytes that were only sniffed and turn out not to be a well-formed pickle filling
+        # the member are most likely not one at all (tensor data that starts with 0x80 0x02,
+        # or even with a 5-byte pickle by chance): the analyser's uncertainty there is a
+        # note. What it saw the stream import or call still counts: a loader runs a pickle up
+        # to its first error.
+        lenient = effective is PickleRole.SNIFFED and (
+            not analysis.complete or analysis.end < len(data)
+        )
         for finding in analysis.findings:
-            if effective is PickleRole.SNIFFED and _is_parse_failure(finding):
+            if lenient and finding.rule_id in UNCERTAIN_RULES:
                 finding = _as_note(finding)
             self.add_finding(finding)
         self.check_deadline()
@@ -409,22 +432,28 @@ class ScanContext:
 _PICKLE_DEFAULTS = PickleLimits()
 
 
-def _is_parse_failure(finding: Finding) -> bool:
-    """Whether the analyser reported bytes that are not a valid pickle (not a limit, not an
-    opcode that would run)."""
-    return finding.rule_id in PARSE_FAILURE_RULES
-
-
-#: Rule ids of the pickle analyser that mean "these bytes are not a (complete) pickle".
-PARSE_FAILURE_RULES = frozenset({"PICKLE-MALFORMED", "PICKLE-TRUNCATED"})
+#: Rule ids of the pickle analyser that report what it could not follow, not what the stream
+#: does (see :meth:`ScanContext.analyze_pickle`).
+UNCERTAIN_RULES = frozenset(
+    {
+        "PICKLE-MALFORMED",
+        "PICKLE-TRUNCATED",
+        "PICKLE-TRAILING-DATA",
+        "PICKLE-LIMIT",
+        "PICKLE-COMPUTED-CALL",
+        "PICKLE-UNRESOLVED-GLOBAL",
+        "PICKLE-JOBLIB-ARRAY",
+        "PICKLE-NESTED",
+    }
+)
 
 
 def _as_note(finding: Finding) -> Finding:
     return Finding(
         rule_id="PICKLE-NOT-A-PICKLE",
         severity=Severity.INFO,
-        message="bytes that start like a pickle are not a valid one; no loader is known to "
-        f"unpickle this member ({finding.message})",
+        message="bytes that start like a pickle are not a valid one, and no loader is known "
+        f"to unpickle this member ({finding.rule_id}: {finding.message})",
         path=finding.path,
         member=finding.member,
         offset=finding.offset,

@@ -60,6 +60,7 @@ DANGEROUS_MODULES = frozenset(
 _KERAS_ROOTS = frozenset({"keras", "tf_keras"})
 _MAX_NODES = 5_000_000
 _SNIFF = 4096
+_JSON_STARTS = frozenset(b"{ \t\r\n")
 
 
 def _is_keras_module(module: str) -> bool:
@@ -158,6 +159,8 @@ def _check_object(obj: dict[str, Any], ctx: ScanContext, reported: set[tuple[str
 
 def looks_like_keras_config(data: memoryview) -> bool:
     """JSON whose first bytes name a ``class_name``: a Keras model configuration."""
+    if not data or data[0] not in _JSON_STARTS:
+        return False
     head = bytes(data[:_SNIFF]).lstrip()
     return head.startswith(b"{") and b'"class_name"' in head
 

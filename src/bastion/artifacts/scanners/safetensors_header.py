@@ -45,6 +45,7 @@ DTYPE_BITS = {
     "U64": 64,
 }
 _METADATA = "__metadata__"
+_JSON_AFTER_BRACE = frozenset(b'"} \t\r\n')
 
 
 class _DuplicateKeyError(ValueError):
@@ -58,12 +59,17 @@ class SafetensorsScanner:
     strong = True
 
     def matches(self, data: memoryview) -> bool:
-        if len(data) < 9 or data[8] != ord("{"):
+        # An 8-byte length, then JSON: ``{`` and the start of a key (or ``}``). Tensor data
+        # has a ``{`` at byte 8 once in 256 members, so the length must also be plausible:
+        # below 4 GiB and within the file, or, for a header length built to exhaust a reader,
+        # followed by text that reads like JSON.
+        head = bytes(data[:16])
+        if len(head) < 10 or head[8] != ord("{") or head[9] not in _JSON_AFTER_BRACE:
             return False
-        length = int.from_bytes(data[:8], "little")
-        # A real header length has its top bytes zero; a huge one is still this format
-        # (and a finding) when it cannot fit the file.
-        return bytes(data[5:8]) == b"\0\0\0" or length > len(data) - 8
+        length = int.from_bytes(head[:8], "little")
+        if length <= len(data) - 8:
+            return length < 2**32
+        return len(head) == 16 and all(0x20 <= c < 0x7F or c in b"\t\r\n" for c in head[9:])
 
     def scan(self, data: memoryview, ctx: ScanContext) -> str:
         length = int.from_bytes(data[:8], "little")

@@ -49,6 +49,7 @@ _MAX_COMMENT = 0xFFFF
 _METHODS = {0: "stored", 8: "deflate", 12: "bz2", 14: "lzma"}
 _LOADED_SUFFIXES = (".pkl", ".pickle", ".debug_pkl")
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_EOCD_PATTERN = re.compile(re.escape(_EOCD))
 
 
 class ZipError(Exception):
@@ -169,7 +170,10 @@ def _find_eocd(data: memoryview) -> int | None:
     ) == bytes(2):
         return size - _EOCD_SIZE
     start = max(0, size - _MAX_COMMENT - _EOCD_SIZE)
-    tail = bytes(data[start:])
+    window = data[start:]
+    if _EOCD_PATTERN.search(window) is None:  # searched in place: most members have none
+        return None
+    tail = bytes(window)
     at = tail.rfind(_EOCD)
     if at < 0 or at + _EOCD_SIZE > len(tail):
         return None
