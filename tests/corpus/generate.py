@@ -3108,6 +3108,23 @@ def _onnx(c: Corpus) -> None:
         "standard op name (Relu) re-homed in an undeclared custom domain",
         "novel",
     )
+    for order, first, second in (
+        ("last", "weights.bin", "/etc/passwd"),
+        ("first", "/etc/passwd", "weights.bin"),
+    ):
+        graph = _onnx_graph()
+        _make_external(graph.initializer[0], first)
+        dup = graph.initializer[0].external_data.add()
+        dup.key = "location"
+        dup.value = second
+        c.bad(
+            f"onnx/ext_duplicate_location_{order}/model.onnx",
+            _onnx_model(graph).SerializeToString(),
+            cls,
+            f"two 'location' keys; the escaping one is {order} (onnx's Python loader keeps the "
+            "last, other readers may keep the first)",
+            "novel",
+        )
     # Places a graph walker can forget: model-local functions and training_info.
     graph = _onnx_graph()
     fn = helper.make_function(
