@@ -73,8 +73,10 @@ _REMEDIATE_CLASS: Final = (
 _MAX_INLINE_STR: Final = 1 << 16
 #: Deepest nesting of pickles inside pickles (joblib object arrays, torch storages as bytes).
 _MAX_NESTING: Final = 4
-#: Opcodes between deadline checks.
-_DEADLINE_EVERY: Final = 1 << 14
+#: Opcodes between deadline and stack-size checks (the stack grows by at most one item per
+#: opcode, so a limit is overshot by at most this many items).
+_DEADLINE_EVERY: Final = 1 << 12
+_NO_FRAME: Final = 1 << 63
 #: Longest text line accepted for text opcodes (GLOBAL, INT, GET, ...).
 _MAX_LINE: Final = 1 << 16
 #: Findings kept per rule; the rest are counted in one summary finding.
@@ -238,7 +240,8 @@ class _Obj(_Node):
     __slots__ = ("attrs", "cls", "info", "kind", "source")
 
     def __init__(self, kind: str, source: object = None, cls: str = "") -> None:
-        super().__init__()
+        self.w = 1
+        self.d = 1
         self.kind = kind  # "instance", "call", "persistent", "buffer", "attr"
         self.source = source  # the callable/class value that produced it
         self.cls = cls  # full name of its class when known
@@ -276,6 +279,9 @@ class _Set(_Node):
     def __init__(self) -> None:
         super().__init__()
         self.size = 0
+
+
+_NODE_TYPES: Final = frozenset({_Obj, _List, _Dict, _Set})
 
 
 class _Bytes:
@@ -891,11 +897,10 @@ class _Analyzer:
         tuples = self.tuples
         for v in items:
             t = type(v)
-            if t is _List or t is _Dict or t is _Obj or t is _Set:
-                assert isinstance(v, _Node)
-                w += v.w
-                if v.d > d:
-                    d = v.d
+            if t in _NODE_TYPES:
+                w += v.w  # type: ignore[attr-defined]
+                if v.d > d:  # type: ignore[attr-defined]
+                    d = v.d  # type: ignore[attr-defined]
             elif t is tuple:
                 assert isinstance(v, tuple)
                 e = tuples.get(id(v))
@@ -927,6 +932,12 @@ class _Analyzer:
                 self.bomb(target.w, target.d, at)
 
     def new_tuple(self, items: tuple[object, ...], at: int) -> tuple[object, ...]:
+        for v in items:
+            t = type(v)
+            if t is tuple or t in _NODE_TYPES:
+                break
+        else:
+            return items  # flat: weight 1 + len, depth 1, nothing to record
         w, d = self.weigh(items, at)
         if d > 1 or w != len(items) + 1:
             self.tuples[id(items)] = (items, w, d)
@@ -1113,9 +1124,11 @@ class _Analyzer:
         proto = 0
         self._proto_seen = None
         frame_end = -1  # end of the current protocol-4 frame, -1 when none
+        limit = size  # reads past this take the slow path (the frame's end, or the data's)
         pos = start
         ops = self.opcodes
-        check_at = ops + _DEADLINE_EVERY
+        check_at = min(ops + _DEADLINE_EVERY, max_ops + 1)
+        frame_stop = _NO_FRAME  # frame_end while a frame is open
         find_nl = self._find_newline
 
         def stop(rule: str, message: str, at: int, op: int | None) -> _Stop:
@@ -1152,9 +1165,6 @@ class _Analyzer:
         def underflow(at: int, op: int) -> _Stop:
             return stop(R_MALFORMED, "stack underflow", at, op)
 
-        def fence() -> int:
-            return marks[-1] if marks else 0
-
         try:
             while True:
                 if pos >= size:
@@ -1163,174 +1173,27 @@ class _Analyzer:
                 at = pos
                 pos += 1
                 ops += 1
-                if ops > max_ops:
-                    raise _Stop(R_LIMIT, f"more than {max_ops} opcodes", at, _OPNAMES.get(op, None))
-                if ops >= check_at:
-                    check_at = ops + _DEADLINE_EVERY
+                if ops >= check_at:  # every _DEADLINE_EVERY opcodes, and at the opcode limit
+                    if ops > max_ops:
+                        name = _OPNAMES.get(op, None)
+                        raise _Stop(R_LIMIT, f"more than {max_ops} opcodes", at, name)
+                    check_at = min(ops + _DEADLINE_EVERY, max_ops + 1)
                     if deadline is not None and time.monotonic() > deadline:
                         raise _Stop(R_LIMIT, "time limit reached", at, _OPNAMES.get(op, None))
-                if frame_end >= 0 and pos > frame_end:
+                    if len(stack) > max_stack or len(marks) > max_stack:
+                        raise _Stop(R_LIMIT, f"more than {max_stack} stack items", at, None)
+                if pos >= frame_stop:
                     frame_end = -1
+                    frame_stop = _NO_FRAME
+                    limit = size
 
                 # Ordered roughly by frequency in real checkpoints.
-                if op == 0x71:  # BINPUT
-                    need(pos, 1, op)
-                    idx = data[pos]
-                    pos += 1
-                    if len(stack) <= fence():
-                        raise underflow(at, op)
-                    if idx in memo:
-                        raise stop(R_MALFORMED, f"memo key {idx} defined twice", at, op)
-                    memo[idx] = stack[-1]
-                elif op == 0x68:  # BINGET
-                    need(pos, 1, op)
-                    idx = data[pos]
-                    pos += 1
-                    try:
-                        stack.append(memo[idx])
-                    except KeyError:
-                        raise stop(R_MALFORMED, f"memo key {idx} not found", at, op) from None
-                elif op == 0x94:  # MEMOIZE
-                    if len(stack) <= fence():
-                        raise underflow(at, op)
-                    mkey = len(memo)
-                    if mkey in memo:
-                        raise stop(R_MALFORMED, f"memo key {mkey} defined twice", at, op)
-                    memo[mkey] = stack[-1]
-                    if len(memo) > max_memo:
-                        raise _Stop(R_LIMIT, f"more than {max_memo} memo entries", at, "MEMOIZE")
-                elif op == 0x58 or op == 0x8C or op == 0x8D:  # BINUNICODE, SHORT_, 8
-                    if op == 0x8C:
-                        need(pos, 1, op)
-                        n = data[pos]
-                        pos += 1
-                    elif op == 0x58:
+                if op == 0x72:  # LONG_BINPUT
+                    if pos + 4 > limit:
                         need(pos, 4, op)
-                        n = _U4.unpack_from(data, pos)[0]
-                        pos += 4
-                    else:
-                        need(pos, 8, op)
-                        n = _U8.unpack_from(data, pos)[0]
-                        pos += 8
-                    need(pos, n, op)
-                    if n <= _MAX_INLINE_STR:
-                        try:
-                            stack.append(
-                                bytes(data[pos : pos + n]).decode("utf-8", "surrogatepass")
-                            )
-                        except UnicodeDecodeError:
-                            raise stop(R_MALFORMED, "a string is not valid UTF-8", at, op) from None
-                    else:
-                        stack.append(_BigStr(pos, n, op))
-                    pos += n
-                elif op == 0x28:  # MARK
-                    marks.append(len(stack))
-                elif op == 0x4B:  # BININT1
-                    need(pos, 1, op)
-                    stack.append(data[pos])
-                    pos += 1
-                elif op == 0x4A:  # BININT
-                    need(pos, 4, op)
-                    stack.append(_I4.unpack_from(data, pos)[0])
-                    pos += 4
-                elif op == 0x4D:  # BININT2
-                    need(pos, 2, op)
-                    stack.append(_U2.unpack_from(data, pos)[0])
-                    pos += 2
-                elif op == 0x74:  # TUPLE
-                    stack.append(self.new_tuple(tuple(pop_mark(at, op)), at))
-                elif op == 0x85 or op == 0x86 or op == 0x87:  # TUPLE1/2/3
-                    n = op - 0x84
-                    if len(stack) - fence() < n:
-                        raise underflow(at, op)
-                    small = tuple(stack[-n:])
-                    del stack[-n:]
-                    stack.append(self.new_tuple(small, at))
-                elif op == 0x29:  # EMPTY_TUPLE
-                    stack.append(())
-                elif op == 0x52:  # REDUCE
-                    if len(stack) - fence() < 2:
-                        raise underflow(at, op)
-                    args = stack.pop()
-                    func = stack[-1]
-                    result = self.call(func, args, at, "REDUCE")
-                    self.grow(result, (args,), at)
-                    stack[-1] = result
-                elif op == 0x62:  # BUILD
-                    if len(stack) - fence() < 2:
-                        raise underflow(at, op)
-                    state = stack.pop()
-                    inst = stack[-1]
-                    self.build(inst, state, at)
-                    self.grow(inst, (state,), at)
-                    if joblib and type(inst) is _Obj and inst.cls:
-                        if inst.cls in _JOBLIB_WRAPPERS:
-                            stack.pop()
-                            pos = self.joblib_array(inst, pos, frame_end, at)
-                            stack.append(_Obj("instance", None, "numpy.ndarray"))
-                        elif inst.cls in _JOBLIB_SIDE_FILE_WRAPPERS:
-                            self.side_file(inst, at)
-                elif op == 0x75:  # SETITEMS
-                    items = pop_mark(at, op)
-                    if len(stack) <= fence():
-                        raise underflow(at, op)
-                    if len(items) & 1:
-                        raise stop(R_MALFORMED, "odd number of items for SETITEMS", at, op)
-                    target = stack[-1]
-                    if type(target) is _Dict:
-                        for i in range(0, len(items), 2):
-                            target.set(items[i], items[i + 1])
-                    else:
-                        self.mutate(target, at, "SETITEMS")
-                    self.grow(target, items, at)
-                elif op == 0x73:  # SETITEM
-                    if len(stack) - fence() < 3:
-                        raise underflow(at, op)
-                    value = stack.pop()
-                    key = stack.pop()
-                    target = stack[-1]
-                    if type(target) is _Dict:
-                        target.set(key, value)
-                    else:
-                        self.mutate(target, at, "SETITEM")
-                    self.grow(target, (key, value), at)
-                elif op == 0x7D:  # EMPTY_DICT
-                    stack.append(_Dict())
-                elif op == 0x5D:  # EMPTY_LIST
-                    stack.append(_List())
-                elif op == 0x65:  # APPENDS
-                    items = pop_mark(at, op)
-                    if len(stack) <= fence():
-                        raise underflow(at, op)
-                    target = stack[-1]
-                    if type(target) is _List:
-                        target.items.extend(items)
-                    elif not self.invoke_planted(
-                        target, "extend", (_List(items),), at, "APPENDS"
-                    ) and not self.invoke_planted(target, "append", (None,), at, "APPENDS"):
-                        self.mutate(target, at, "APPENDS")
-                    self.grow(target, items, at)
-                elif op == 0x61:  # APPEND
-                    if len(stack) - fence() < 2:
-                        raise underflow(at, op)
-                    value = stack.pop()
-                    target = stack[-1]
-                    if type(target) is _List:
-                        target.items.append(value)
-                    elif not self.invoke_planted(target, "append", (value,), at, "APPEND"):
-                        self.mutate(target, at, "APPEND")
-                    self.grow(target, (value,), at)
-                elif op == 0x4E:  # NONE
-                    stack.append(None)
-                elif op == 0x88:  # NEWTRUE
-                    stack.append(True)
-                elif op == 0x89:  # NEWFALSE
-                    stack.append(False)
-                elif op == 0x72:  # LONG_BINPUT
-                    need(pos, 4, op)
                     idx = _U4.unpack_from(data, pos)[0]
                     pos += 4
-                    if len(stack) <= fence():
+                    if len(stack) <= (marks[-1] if marks else 0):
                         raise underflow(at, op)
                     if idx >= max_memo:
                         raise _Stop(
@@ -1343,23 +1206,190 @@ class _Analyzer:
                         raise _Stop(
                             R_LIMIT, f"more than {max_memo} memo entries", at, "LONG_BINPUT"
                         )
+                elif op == 0x71:  # BINPUT
+                    if pos + 1 > limit:
+                        need(pos, 1, op)
+                    idx = data[pos]
+                    pos += 1
+                    if len(stack) <= (marks[-1] if marks else 0):
+                        raise underflow(at, op)
+                    if idx in memo:
+                        raise stop(R_MALFORMED, f"memo key {idx} defined twice", at, op)
+                    memo[idx] = stack[-1]
+                elif op == 0x68:  # BINGET
+                    if pos + 1 > limit:
+                        need(pos, 1, op)
+                    idx = data[pos]
+                    pos += 1
+                    try:
+                        stack.append(memo[idx])
+                    except KeyError:
+                        raise stop(R_MALFORMED, f"memo key {idx} not found", at, op) from None
                 elif op == 0x6A:  # LONG_BINGET
-                    need(pos, 4, op)
+                    if pos + 4 > limit:
+                        need(pos, 4, op)
                     idx = _U4.unpack_from(data, pos)[0]
                     pos += 4
                     try:
                         stack.append(memo[idx])
                     except KeyError:
                         raise stop(R_MALFORMED, f"memo key {idx} not found", at, op) from None
-                elif op == 0x93:  # STACK_GLOBAL
-                    if len(stack) - fence() < 2:
-                        raise underflow(at, op)
-                    name = stack.pop()
-                    module = stack.pop()
-                    if type(module) is str and type(name) is str:
-                        stack.append(self.resolve(module, name, at, "STACK_GLOBAL", proto))
+                elif op == 0x4B:  # BININT1
+                    if pos + 1 > limit:
+                        need(pos, 1, op)
+                    stack.append(data[pos])
+                    pos += 1
+                elif op == 0x28:  # MARK
+                    marks.append(len(stack))
+                elif op == 0x58 or op == 0x8C or op == 0x8D:  # BINUNICODE, SHORT_, 8
+                    if op == 0x8C:
+                        if pos + 1 > limit:
+                            need(pos, 1, op)
+                        n = data[pos]
+                        pos += 1
+                    elif op == 0x58:
+                        if pos + 4 > limit:
+                            need(pos, 4, op)
+                        n = _U4.unpack_from(data, pos)[0]
+                        pos += 4
                     else:
-                        text = f"{_describe(module)} . {_describe(name)}"
+                        if pos + 8 > limit:
+                            need(pos, 8, op)
+                        n = _U8.unpack_from(data, pos)[0]
+                        pos += 8
+                    if pos + n > limit:
+                        need(pos, n, op)
+                    if n <= _MAX_INLINE_STR:
+                        try:
+                            stack.append(
+                                bytes(data[pos : pos + n]).decode("utf-8", "surrogatepass")
+                            )
+                        except UnicodeDecodeError:
+                            raise stop(R_MALFORMED, "a string is not valid UTF-8", at, op) from None
+                    else:
+                        stack.append(_BigStr(pos, n, op))
+                    pos += n
+                elif op == 0x74:  # TUPLE
+                    stack.append(self.new_tuple(tuple(pop_mark(at, op)), at))
+                elif op == 0x85 or op == 0x86 or op == 0x87:  # TUPLE1/2/3
+                    n = op - 0x84
+                    if len(stack) - (marks[-1] if marks else 0) < n:
+                        raise underflow(at, op)
+                    small = tuple(stack[-n:])
+                    del stack[-n:]
+                    stack.append(self.new_tuple(small, at))
+                elif op == 0x52:  # REDUCE
+                    if len(stack) - (marks[-1] if marks else 0) < 2:
+                        raise underflow(at, op)
+                    args = stack.pop()
+                    func = stack[-1]
+                    result = self.call(func, args, at, "REDUCE")
+                    self.grow(result, (args,), at)
+                    stack[-1] = result
+                elif op == 0x51:  # BINPERSID
+                    if len(stack) <= (marks[-1] if marks else 0):
+                        raise underflow(at, op)
+                    stack[-1] = _persistent(stack[-1])
+                elif op == 0x89:  # NEWFALSE
+                    stack.append(False)
+                elif op == 0x29:  # EMPTY_TUPLE
+                    stack.append(())
+                elif op == 0x94:  # MEMOIZE
+                    if len(stack) <= (marks[-1] if marks else 0):
+                        raise underflow(at, op)
+                    mkey = len(memo)
+                    if mkey in memo:
+                        raise stop(R_MALFORMED, f"memo key {mkey} defined twice", at, op)
+                    memo[mkey] = stack[-1]
+                    if len(memo) > max_memo:
+                        raise _Stop(R_LIMIT, f"more than {max_memo} memo entries", at, "MEMOIZE")
+                elif op == 0x75:  # SETITEMS
+                    items = pop_mark(at, op)
+                    if len(stack) <= (marks[-1] if marks else 0):
+                        raise underflow(at, op)
+                    if len(items) & 1:
+                        raise stop(R_MALFORMED, "odd number of items for SETITEMS", at, op)
+                    target = stack[-1]
+                    if type(target) is _Dict:
+                        for i in range(0, len(items), 2):
+                            target.set(items[i], items[i + 1])
+                    else:
+                        self.mutate(target, at, "SETITEMS")
+                    self.grow(target, items, at)
+                elif op == 0x62:  # BUILD
+                    if len(stack) - (marks[-1] if marks else 0) < 2:
+                        raise underflow(at, op)
+                    state = stack.pop()
+                    inst = stack[-1]
+                    self.build(inst, state, at)
+                    self.grow(inst, (state,), at)
+                    if joblib and type(inst) is _Obj and inst.cls:
+                        if inst.cls in _JOBLIB_WRAPPERS:
+                            stack.pop()
+                            pos = self.joblib_array(inst, pos, frame_end, at)
+                            stack.append(_Obj("instance", None, "numpy.ndarray"))
+                        elif inst.cls in _JOBLIB_SIDE_FILE_WRAPPERS:
+                            self.side_file(inst, at)
+                elif op == 0x4E:  # NONE
+                    stack.append(None)
+                elif op == 0x88:  # NEWTRUE
+                    stack.append(True)
+                elif op == 0x7D:  # EMPTY_DICT
+                    stack.append(_Dict())
+                elif op == 0x5D:  # EMPTY_LIST
+                    stack.append(_List())
+                elif op == 0x65:  # APPENDS
+                    items = pop_mark(at, op)
+                    if len(stack) <= (marks[-1] if marks else 0):
+                        raise underflow(at, op)
+                    target = stack[-1]
+                    if type(target) is _List:
+                        target.items.extend(items)
+                    elif not self.invoke_planted(
+                        target, "extend", (_List(items),), at, "APPENDS"
+                    ) and not self.invoke_planted(target, "append", (None,), at, "APPENDS"):
+                        self.mutate(target, at, "APPENDS")
+                    self.grow(target, items, at)
+                elif op == 0x61:  # APPEND
+                    if len(stack) - (marks[-1] if marks else 0) < 2:
+                        raise underflow(at, op)
+                    value = stack.pop()
+                    target = stack[-1]
+                    if type(target) is _List:
+                        target.items.append(value)
+                    elif not self.invoke_planted(target, "append", (value,), at, "APPEND"):
+                        self.mutate(target, at, "APPEND")
+                    self.grow(target, (value,), at)
+                elif op == 0x73:  # SETITEM
+                    if len(stack) - (marks[-1] if marks else 0) < 3:
+                        raise underflow(at, op)
+                    value = stack.pop()
+                    key = stack.pop()
+                    target = stack[-1]
+                    if type(target) is _Dict:
+                        target.set(key, value)
+                    else:
+                        self.mutate(target, at, "SETITEM")
+                    self.grow(target, (key, value), at)
+                elif op == 0x4A:  # BININT
+                    if pos + 4 > limit:
+                        need(pos, 4, op)
+                    stack.append(_I4.unpack_from(data, pos)[0])
+                    pos += 4
+                elif op == 0x4D:  # BININT2
+                    if pos + 2 > limit:
+                        need(pos, 2, op)
+                    stack.append(_U2.unpack_from(data, pos)[0])
+                    pos += 2
+                elif op == 0x93:  # STACK_GLOBAL
+                    if len(stack) - (marks[-1] if marks else 0) < 2:
+                        raise underflow(at, op)
+                    sg_name = stack.pop()
+                    sg_module = stack.pop()
+                    if isinstance(sg_module, str) and isinstance(sg_name, str):
+                        stack.append(self.resolve(sg_module, sg_name, at, "STACK_GLOBAL", proto))
+                    else:
+                        text = f"{_describe(sg_module)} . {_describe(sg_name)}"
                         self.report(
                             R_UNRESOLVED,
                             Severity.HIGH,
@@ -1371,7 +1401,7 @@ class _Analyzer:
                         )
                         stack.append(_Global("?", text, at, "STACK_GLOBAL", resolved=False))
                 elif op == 0x81:  # NEWOBJ
-                    if len(stack) - fence() < 2:
+                    if len(stack) - (marks[-1] if marks else 0) < 2:
                         raise underflow(at, op)
                     args = stack.pop()
                     cls = stack[-1]
@@ -1379,13 +1409,14 @@ class _Analyzer:
                     self.grow(result, (args,), at)
                     stack[-1] = result
                 elif op == 0x92:  # NEWOBJ_EX
-                    if len(stack) - fence() < 3:
+                    if len(stack) - (marks[-1] if marks else 0) < 3:
                         raise underflow(at, op)
                     del stack[-2:]  # args, kwargs
                     cls = stack[-1]
                     stack[-1] = self.instantiate(cls, at, "NEWOBJ_EX")
                 elif op == 0x95:  # FRAME
-                    need(pos, 8, op)
+                    if pos + 8 > limit:
+                        need(pos, 8, op)
                     n = _U8.unpack_from(data, pos)[0]
                     pos += 8
                     if frame_end >= 0 and pos < frame_end:
@@ -1393,8 +1424,11 @@ class _Analyzer:
                     if pos + n > size:
                         raise stop(R_TRUNCATED, f"frame of {n} bytes runs past the end", at, op)
                     frame_end = pos + n
+                    limit = frame_end
+                    frame_stop = frame_end
                 elif op == 0x80:  # PROTO
-                    need(pos, 1, op)
+                    if pos + 1 > limit:
+                        need(pos, 1, op)
                     proto = data[pos]
                     pos += 1
                     if proto > HIGHEST_PROTOCOL:
@@ -1412,55 +1446,66 @@ class _Analyzer:
                     stack.append(self.resolve(module, name, at, "GLOBAL", proto))
                 elif op == 0x8A or op == 0x8B:  # LONG1, LONG4
                     if op == 0x8A:
-                        need(pos, 1, op)
+                        if pos + 1 > limit:
+                            need(pos, 1, op)
                         n = data[pos]
                         pos += 1
                     else:
-                        need(pos, 4, op)
+                        if pos + 4 > limit:
+                            need(pos, 4, op)
                         n = _I4.unpack_from(data, pos)[0]
                         pos += 4
                         if n < 0:
                             raise stop(R_MALFORMED, "LONG pickle has negative byte count", at, op)
-                    need(pos, n, op)
+                    if pos + n > limit:
+                        need(pos, n, op)
                     if n <= 64:
                         stack.append(int.from_bytes(data[pos : pos + n], "little", signed=True))
                     else:
                         stack.append(_Obj("int"))
                     pos += n
                 elif op == 0x47:  # BINFLOAT
-                    need(pos, 8, op)
+                    if pos + 8 > limit:
+                        need(pos, 8, op)
                     stack.append(_F8.unpack_from(data, pos)[0])
                     pos += 8
                 elif op == 0x42 or op == 0x43 or op == 0x8E or op == 0x96:  # bytes, bytearray
                     if op == 0x43:
-                        need(pos, 1, op)
+                        if pos + 1 > limit:
+                            need(pos, 1, op)
                         n = data[pos]
                         pos += 1
                     elif op == 0x42:
-                        need(pos, 4, op)
+                        if pos + 4 > limit:
+                            need(pos, 4, op)
                         n = _U4.unpack_from(data, pos)[0]
                         pos += 4
                     else:
-                        need(pos, 8, op)
+                        if pos + 8 > limit:
+                            need(pos, 8, op)
                         n = _U8.unpack_from(data, pos)[0]
                         pos += 8
-                    need(pos, n, op)
+                    if pos + n > limit:
+                        need(pos, n, op)
                     stack.append(_Bytes(pos, n))
                     pos += n
                 elif op == 0x54 or op == 0x55:  # BINSTRING, SHORT_BINSTRING
                     if op == 0x55:
-                        need(pos, 1, op)
+                        if pos + 1 > limit:
+                            need(pos, 1, op)
                         n = data[pos]
                         pos += 1
                     else:
-                        need(pos, 4, op)
+                        if pos + 4 > limit:
+                            need(pos, 4, op)
                         n = _I4.unpack_from(data, pos)[0]
                         pos += 4
                         if n < 0:
                             raise stop(
                                 R_MALFORMED, "BINSTRING pickle has negative byte count", at, op
                             )
-                    need(pos, n, op)
+                    if pos + n > limit:
+                        need(pos, n, op)
                     if n <= _MAX_INLINE_STR:
                         raw = bytes(data[pos : pos + n])
                         try:
@@ -1480,7 +1525,7 @@ class _Analyzer:
                         )
                     return pos, True, self._proto_seen
                 elif op == 0x30:  # POP
-                    if len(stack) > fence():
+                    if len(stack) > (marks[-1] if marks else 0):
                         stack.pop()
                     elif marks:
                         marks.pop()
@@ -1489,7 +1534,7 @@ class _Analyzer:
                 elif op == 0x31:  # POP_MARK
                     pop_mark(at, op)
                 elif op == 0x32:  # DUP
-                    if len(stack) <= fence():
+                    if len(stack) <= (marks[-1] if marks else 0):
                         raise underflow(at, op)
                     stack.append(stack[-1])
                 elif op == 0x6C:  # LIST
@@ -1509,7 +1554,7 @@ class _Analyzer:
                     stack.append(_Set())
                 elif op == 0x90:  # ADDITEMS
                     items = pop_mark(at, op)
-                    if len(stack) <= fence():
+                    if len(stack) <= (marks[-1] if marks else 0):
                         raise underflow(at, op)
                     target = stack[-1]
                     if type(target) is _Set:
@@ -1521,10 +1566,6 @@ class _Analyzer:
                     fs = _Set()
                     fs.w, fs.d = self.weigh(pop_mark(at, op), at)
                     stack.append(fs)
-                elif op == 0x51:  # BINPERSID
-                    if len(stack) <= fence():
-                        raise underflow(at, op)
-                    stack[-1] = _persistent(stack[-1])
                 elif op == 0x50:  # PERSID
                     line, pos = readline(pos, op)
                     try:
@@ -1541,7 +1582,7 @@ class _Analyzer:
                         )
                     if put >= max_memo:
                         raise _Stop(R_LIMIT, f"memo index {put} beyond the limit", at, "PUT")
-                    if len(stack) <= fence():
+                    if len(stack) <= (marks[-1] if marks else 0):
                         raise underflow(at, op)
                     if put in memo:
                         raise stop(R_MALFORMED, f"memo key {put} defined twice", at, op)
@@ -1621,7 +1662,8 @@ class _Analyzer:
                     stack.append(self.call(cls, tuple(args_list[1:]), at, "OBJ"))
                 elif op == 0x82 or op == 0x83 or op == 0x84:  # EXT1/2/4
                     width = {0x82: 1, 0x83: 2, 0x84: 4}[op]
-                    need(pos, width, op)
+                    if pos + width > limit:
+                        need(pos, width, op)
                     code = int.from_bytes(data[pos : pos + width], "little")
                     pos += width
                     text = f"<extension code {code}>"
@@ -1638,15 +1680,13 @@ class _Analyzer:
                     stack.append(_Global("?", text, at, _OPNAMES[op], resolved=False))
                 elif op == 0x97 or op == 0x98:  # NEXT_BUFFER, READONLY_BUFFER
                     if op == 0x98:
-                        if len(stack) <= fence():
+                        if len(stack) <= (marks[-1] if marks else 0):
                             raise underflow(at, op)
                     else:
                         stack.append(_Obj("buffer"))
                 else:
                     raise stop(R_MALFORMED, f"invalid opcode byte 0x{op:02x}", at, None)
 
-                if len(stack) > max_stack or len(marks) > max_stack:
-                    raise _Stop(R_LIMIT, f"more than {max_stack} stack items", at, None)
         finally:
             self.opcodes = ops
 
