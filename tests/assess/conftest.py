@@ -111,3 +111,29 @@ def cnn_target(cnn_module: Any, digits_domain: InputDomain) -> Any:
     from bastion.assess.targets.torch_target import TorchTarget
 
     return TorchTarget.from_module(cnn_module, digits_domain)
+
+
+@pytest.fixture(scope="session")
+def logistic_model(digits: Digits) -> Any:
+    """A scikit-learn logistic regression on the flat digits, in memory (no pickle)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x_train, y_train, _, _ = digits
+    return LogisticRegression(max_iter=300).fit(x_train.reshape(len(x_train), -1), y_train)
+
+
+@pytest.fixture
+def sklearn_target(logistic_model: Any) -> Any:
+    """The logistic regression as a (white-box) target on flat inputs in [0, 1]."""
+    from bastion.assess.targets.sklearn_target import SklearnTarget
+
+    return SklearnTarget(logistic_model, InputDomain((64,), 0.0, 1.0), name="logistic")
+
+
+@pytest.fixture(scope="session")
+def flat_digits(digits: Digits) -> Any:
+    """The held-out digits as a Dataset of flat rows."""
+    from bastion.assess.data import Dataset
+
+    _, _, x_test, y_test = digits
+    return Dataset(x_test.reshape(len(x_test), -1), y_test, "digits", "")

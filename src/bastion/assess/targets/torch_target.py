@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,11 @@ class TorchTarget:
         scan([path])
         device = options.get("device", "cpu")
         try:
-            module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
+            with warnings.catch_warnings():
+                # TorchScript is deprecated in favour of torch.export, and still what many
+                # deployed models are; the warning says nothing about this file.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
         except (RuntimeError, ValueError) as exc:
             raise AssessmentError(f"{path} is not a loadable TorchScript file: {exc}") from exc
         options.setdefault("name", str(path))
