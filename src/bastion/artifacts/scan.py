@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import faulthandler
+import gc
 import json
 import logging
 import mmap
@@ -505,6 +506,7 @@ class _Pool:
     """
 
     def __init__(self, settings: ScanSettings, fail_on: Severity, size: int) -> None:
+        _reap()
         self.settings = settings
         self.fail_on = fail_on
         self.size = size
@@ -517,9 +519,13 @@ class _Pool:
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
         inherited = [fd for w in self.workers for fd in (w.tasks, w.results)]
+        # Objects that exist now stay out of the child's garbage collector, which would
+        # otherwise write to (and so copy) every page holding one (gc.freeze docs).
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError as exc:
+            gc.unfreeze()
             for fd in (task_r, task_w, result_r, result_w):
                 os.close(fd)
             raise ScanError(f"cannot start a scanner process: {exc.strerror or exc}") from exc
@@ -535,6 +541,7 @@ class _Pool:
                 code = 70
             finally:
                 os._exit(code)
+        gc.unfreeze()
         os.close(task_r)
         os.close(result_w)
         os.set_blocking(result_r, False)
@@ -564,31 +571,37 @@ class _Pool:
 
     def close(self) -> None:
         """Stop every worker: idle ones leave at the end of their task pipe, busy ones are
-        killed (an interrupted scan does not wait for a slow file)."""
+        killed (an interrupted scan does not wait for a slow file). Exits are reaped without
+        waiting for them (here, or when the next pool starts)."""
         for worker in list(self.workers):
+            self.workers.remove(worker)
             with contextlib.suppress(OSError):
                 os.close(worker.tasks)
             if worker.busy is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 2.0
-        for worker in list(self.workers):
-            self.workers.remove(worker)
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(worker.results)
             with contextlib.suppress(OSError):
                 os.close(worker.results)
-            done = 0
-            while time.monotonic() < deadline:
-                done, _ = os.waitpid(worker.pid, os.WNOHANG)
-                if done:
-                    break
-                time.sleep(0.002)
-            if not done:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGKILL)
-                os.waitpid(worker.pid, 0)
+            _EXITING.add(worker.pid)
         self.selector.close()
+        _reap()
+
+
+#: Workers told to leave whose exit has not been collected yet.
+_EXITING: set[int] = set()
+
+
+def _reap() -> None:
+    """Collect the exit of every worker that has left (never blocks)."""
+    for pid in list(_EXITING):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _EXITING.discard(pid)
 
 
 def _write_all(fd: int, data: bytes) -> None:

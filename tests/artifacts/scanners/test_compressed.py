@@ -54,3 +54,19 @@ def test_compressed_text_is_a_known_container_and_clean(scan) -> None:
     result = scan(gzip.compress(b"just some notes\n" * 10))
     assert result.format == "gzip"
     assert result.status is ScanStatus.CLEAN
+
+
+def test_7z_archives_fail_closed(scan, rule_ids) -> None:
+    # The nullifAI shape: a "model" that is a 7z archive holding a pickle. bastion does not
+    # open 7z, so it cannot pass one as clean.
+    data = b"7z\xbc\xaf\x27\x1c\x00\x04" + bytes(24) + b"packed streams"
+    result = scan(data, name="pytorch_model.bin")
+    assert result.format == "7z"
+    assert result.status is ScanStatus.UNSAFE
+    assert "ARCHIVE-UNSUPPORTED" in rule_ids(result)
+
+
+def test_lz4_joblib_fails_closed(scan, rule_ids) -> None:
+    result = scan(b"\x04\x22\x4d\x18\x64\x40\xa7" + bytes(32), name="model.joblib")
+    assert result.status is ScanStatus.UNSAFE
+    assert "SCAN-MALFORMED" in rule_ids(result)

@@ -110,7 +110,7 @@ def test_keras3_lambda_bytecode_is_critical(scan, tmp_path: Path) -> None:
     [
         ("os", Severity.CRITICAL),
         ("subprocess", Severity.CRITICAL),
-        ("my_company.layers", Severity.MEDIUM),
+        ("my_company.layers", Severity.HIGH),
     ],
 )
 def test_objects_outside_keras(scan, tmp_path: Path, module: str, severity: Severity) -> None:
@@ -119,7 +119,41 @@ def test_objects_outside_keras(scan, tmp_path: Path, module: str, severity: Seve
     finding = result.findings[0]
     assert finding.severity is severity
     assert finding.symbol == f"{module}.Block"
-    assert result.status is (ScanStatus.UNSAFE if severity >= Severity.HIGH else ScanStatus.CLEAN)
+    assert result.status is ScanStatus.UNSAFE
+
+
+def _function(module: str, name: str) -> dict[str, Any]:
+    return {"module": module, "class_name": "function", "config": name, "registered_name": name}
+
+
+def test_function_objects_outside_activations_are_calls(scan, rule_ids, tmp_path: Path) -> None:
+    # CVE-2025-8747: a "function" resolved under the trusted keras.* prefix.
+    dense = _dense()
+    dense["config"]["activation"] = _function("keras.utils", "get_file")
+    result = scan(_keras_file(tmp_path / "m.keras", _model_config(dense)))
+    assert rule_ids(result) == {"KERAS-FUNCTION-CALL"}
+    assert result.status is ScanStatus.UNSAFE
+    dense["config"]["activation"] = _function("keras.activations", "relu")
+    assert scan(_keras_file(tmp_path / "ok.keras", _model_config(dense))).findings == ()
+
+
+def test_layers_that_load_other_artifacts(scan, rule_ids, tmp_path: Path) -> None:
+    tfsm = _layer("TFSMLayer", {"name": "t", "filepath": "/tmp/attacker_savedmodel"})
+    result = scan(_keras_file(tmp_path / "m.keras", _model_config(tfsm)))
+    assert "KERAS-EXTERNAL-LOAD" in rule_ids(result)
+    assert result.status is ScanStatus.UNSAFE
+
+
+def test_torch_module_wrapper_payload_is_scanned(scan, rule_ids, payloads, tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", payloads[2])
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    wrapper = _layer("TorchModuleWrapper", {"name": "w", "module": encoded})
+    result = scan(_keras_file(tmp_path / "m.keras", _model_config(wrapper)))
+    assert "KERAS-TORCH-MODULE" in rule_ids(result)
+    hit = next(f for f in result.findings if f.symbol == "os.system")
+    assert hit.member == "config.json!TorchModuleWrapper.module!archive/data.pkl"
 
 
 def test_config_found_by_content_under_any_name(scan, payloads, zip_builder, zip_member) -> None:
@@ -194,3 +228,17 @@ def test_truncated_hdf5_fails_closed(scan, rule_ids, tmp_path: Path) -> None:
     result = scan(data[:600], name="cut.h5")
     assert result.status is ScanStatus.UNSAFE
     assert "SCAN-MALFORMED" in rule_ids(result)
+
+
+def test_hdf5_external_references_that_leave_the_folder(scan, tmp_path: Path) -> None:
+    path = tmp_path / "model.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("weights", shape=(4,), dtype="u1", external=[("/etc/passwd", 0, 4)])
+        handle["model_weights/dense"] = h5py.ExternalLink("../../../tmp/attacker.h5", "/w")
+        handle["local"] = h5py.ExternalLink("sibling.h5", "/w")
+    result = scan(path)
+    assert result.status is ScanStatus.UNSAFE
+    found = {(f.message.split(" ")[0], f.severity) for f in result.findings}
+    assert ("/weights", Severity.HIGH) in found
+    assert ("/model_weights/dense", Severity.HIGH) in found
+    assert ("/local", Severity.LOW) in found  # missing file next to the model: noted

@@ -138,8 +138,33 @@ def test_custom_domain_is_reported_and_local_functions_are_not(
     finding = result.findings[0]
     assert "com.vendor.ops" in finding.message
     assert "Evil" in finding.message
-    assert finding.severity is Severity.MEDIUM
+    assert finding.severity is Severity.HIGH
+    assert result.status is ScanStatus.UNSAFE
+
+
+def test_onnx_runtime_contrib_ops_are_only_noted(scan, tmp_path: Path) -> None:
+    node = helper.make_node("FusedMatMul", ["x", "x"], ["y"], domain="com.microsoft")
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    result = scan(_write(tmp_path / "m.onnx", _model(nodes=[node], opsets=opsets)))
     assert result.status is ScanStatus.CLEAN
+    assert result.max_severity is Severity.LOW
+
+
+def test_onnx_that_is_also_a_pickle(scan, tmp_path: Path) -> None:
+    # model_version (tag 0x28 = MARK, value 0x4E = NONE) and doc_string (tag 0x32 = DUP,
+    # length 0x55 = SHORT_BINSTRING) open a pickle that the doc string's bytes finish: every
+    # pickle loader (torch.load's legacy path, np.load, joblib.load) runs it.
+    doc = b"\x00" + b"1cos\nsystem\n(S'true'\ntR."
+    doc += b" " * (0x55 - len(doc))
+    model = _model(initializers=[numpy_helper.from_array(np.ones(4, np.float32), "w")])
+    data = b"\x28\x4e\x32\x55" + doc + model.SerializeToString()
+    parsed = onnx.load_from_string(data)
+    onnx.checker.check_model(parsed)
+    assert parsed.model_version == 0x4E
+    result = scan(data, name="model.onnx")
+    assert result.format == "onnx+pickle"
+    assert result.status is ScanStatus.UNSAFE
+    assert any(f.symbol == "os.system" for f in result.findings)
 
 
 def test_truncated_model_fails_closed(scan, rule_ids, tmp_path: Path) -> None:

@@ -104,3 +104,11 @@ def test_duplicate_keys_are_reported(scan, rule_ids) -> None:
     result = scan(_file(text, bytes(4)))
     assert "SAFETENSORS-DUPLICATE-KEY" in rule_ids(result)
     assert result.status is ScanStatus.UNSAFE
+
+
+@pytest.mark.parametrize("header", ["[1, 2, 3]", ' {"a": {}}'], ids=["array", "leading-space"])
+def test_header_that_is_not_an_object_is_still_safetensors(scan, rule_ids, header: str) -> None:
+    result = scan(_file(header, b""))
+    assert result.format == "safetensors"
+    assert result.status is ScanStatus.UNSAFE
+    assert "SAFETENSORS-MALFORMED" in rule_ids(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import random
 import struct
 import zipfile
@@ -341,3 +342,20 @@ def test_tensor_bytes_that_look_like_formats_do_not_fail_a_checkpoint(
     assert result.status is ScanStatus.CLEAN, [
         (f.rule_id, f.member, f.message) for f in result.findings if f.severity >= Severity.HIGH
     ]
+
+
+def test_two_archives_back_to_back_torch_reads_the_first(
+    scan, rule_ids, payloads, zip_builder, zip_member
+) -> None:
+    # miniz takes the last end record's directory offset as absolute: with two archives of the
+    # same layout back to back it reads the first archive's directory, zipfile the second's.
+    benign = pickle.dumps("x" * (len(payloads[2]) - 10), protocol=2)
+    assert len(benign) == len(payloads[2])
+    first = zip_builder([zip_member("archive/data.pkl", payloads[2])])
+    second = zip_builder([zip_member("archive/data.pkl", benign)])
+    with zipfile.ZipFile(io.BytesIO(first + second)) as archive:
+        assert archive.read("archive/data.pkl") == benign
+    result = scan(first + second)
+    assert result.status is ScanStatus.UNSAFE
+    assert {"ZIP-DIRECTORY-DIFFERENTIAL", "ZIP-PREFIX-DATA"} <= rule_ids(result, Severity.HIGH)
+    assert any(f.symbol == "os.system" for f in result.findings)

@@ -20,6 +20,7 @@ from bastion.artifacts.scanners.npy import NpyScanner
 from bastion.artifacts.scanners.onnx_model import OnnxScanner
 from bastion.artifacts.scanners.pickle_stream import PickleScanner
 from bastion.artifacts.scanners.safetensors_header import SafetensorsScanner
+from bastion.artifacts.scanners.sevenzip import SevenZipScanner
 from bastion.artifacts.scanners.tar_archive import TarScanner
 from bastion.artifacts.scanners.zip_archive import ZipScanner
 
@@ -36,6 +37,7 @@ __all__ = [
     "SafetensorsScanner",
     "ScanContext",
     "Scanner",
+    "SevenZipScanner",
     "TarScanner",
     "ZipScanner",
 ]
@@ -44,6 +46,7 @@ __all__ = [
 SCANNERS: tuple[Scanner, ...] = (
     ZipScanner(),
     TarScanner(),
+    SevenZipScanner(),
     CompressedScanner(),
     NpyScanner(),
     SafetensorsScanner(),

@@ -10,17 +10,27 @@ so the configuration decides what code runs:
   ``safe_mode=False`` do not): critical.
 - an object whose ``module`` is not Keras' own imports that module and calls into it
   (CVE-2025-1550 used ``module`` to reach arbitrary functions despite ``safe_mode``): modules
-  that run commands or code are critical, any other is an unknown custom object to review.
+  that run commands or code are critical, any other is an unknown custom object (high: its
+  code is imported, or the user's registered class runs).
 - a ``Lambda`` layer naming a Python function (not bytecode) calls that function.
+- a function object (``"class_name": "function"``) is a call of the named function, even under
+  ``keras.*`` (CVE-2025-8747 reached ``keras.utils.get_file``): only activations, losses,
+  metrics and ops pass.
+- layers that load other artifacts: ``TFSMLayer`` (a TensorFlow SavedModel from ``filepath``,
+  CVE-2026-1462), any config with a ``filepath``, and ``TorchModuleWrapper``, whose config
+  carries a ``torch.save`` of a module that Keras reads back with ``torch.load``: that payload
+  is decoded and scanned like a file of its own.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
 from bastion.artifacts.findings import Atlas, Severity
-from bastion.artifacts.scanners.interface import ScanContext
+from bastion.artifacts.scanners.interface import PickleRole, ScanContext
 
 __all__ = ["DANGEROUS_MODULES", "KerasConfigScanner", "check_keras_config"]
 
@@ -58,6 +68,21 @@ DANGEROUS_MODULES = frozenset(
     }
 )
 _KERAS_ROOTS = frozenset({"keras", "tf_keras"})
+#: Keras modules whose functions a configuration may name (activations, losses, metrics, ops).
+SAFE_FUNCTION_MODULES = (
+    "keras.activations",
+    "keras.losses",
+    "keras.metrics",
+    "keras.ops",
+    "keras.src.activations",
+    "keras.src.losses",
+    "keras.src.metrics",
+    "keras.src.ops",
+    "tf_keras.activations",
+    "tf_keras.losses",
+    "tf_keras.metrics",
+)
+_LOADER_LAYERS = frozenset({"TFSMLayer"})
 _MAX_NODES = 5_000_000
 _SNIFF = 4096
 _JSON_STARTS = frozenset(b"{ \t\r\n")
@@ -94,6 +119,34 @@ def _check_object(obj: dict[str, Any], ctx: ScanContext, reported: set[tuple[str
     class_name = obj.get("class_name")
     module = obj.get("module")
     config = obj.get("config")
+    if (
+        class_name == "function"
+        and isinstance(module, str)
+        and _is_keras_module(module)
+        and not module.startswith(SAFE_FUNCTION_MODULES)
+    ):
+        name = config if isinstance(config, str) else "?"
+        ctx.add(
+            "KERAS-FUNCTION-CALL",
+            Severity.HIGH,
+            f"the configuration makes Keras call {module}.{name}, which is not an "
+            "activation, loss, metric or op",
+            symbol=f"{module}.{name}",
+            remediation="Do not load this model unless you expect that function here.",
+        )
+    if class_name in _LOADER_LAYERS or (isinstance(config, dict) and "filepath" in config):
+        path = config.get("filepath") if isinstance(config, dict) else None
+        ctx.add(
+            "KERAS-EXTERNAL-LOAD",
+            Severity.HIGH,
+            f"{class_name or 'a layer'} loads another artifact from {path!r} when the model "
+            "loads (a TensorFlow SavedModel runs its own graph)",
+            symbol=str(class_name),
+            atlas=Atlas.SUPPLY_CHAIN_MODEL,
+            remediation="Do not load this model; a model file should be self-contained.",
+        )
+    if class_name == "TorchModuleWrapper":
+        _torch_module(config, ctx)
     if class_name == "__lambda__":
         ctx.add(
             "KERAS-LAMBDA-BYTECODE",
@@ -149,12 +202,35 @@ def _check_object(obj: dict[str, Any], ctx: ScanContext, reported: set[tuple[str
         else:
             ctx.add(
                 "KERAS-CUSTOM-OBJECT",
-                Severity.MEDIUM,
+                Severity.HIGH,
                 f"unknown custom object {module}.{name}: loading imports code outside Keras",
                 symbol=f"{module}.{name}",
                 atlas=Atlas.SUPPLY_CHAIN_MODEL,
                 remediation="Load only with the custom objects' code from a trusted source.",
             )
+
+
+def _torch_module(config: object, ctx: ScanContext) -> None:
+    """A TorchModuleWrapper: Keras rebuilds it with ``torch.load`` of a pickled module."""
+    ctx.add(
+        "KERAS-TORCH-MODULE",
+        Severity.HIGH,
+        "TorchModuleWrapper: loading unpickles a whole torch module (torch.load with "
+        "weights_only=False), which can run any code",
+        symbol="TorchModuleWrapper",
+        remediation="Load only from a trusted source; prefer native Keras layers.",
+    )
+    encoded = config.get("module") if isinstance(config, dict) else None
+    if isinstance(encoded, dict):  # serialized as {"class_name": "__bytes__", ...}
+        inner = encoded.get("config")
+        encoded = inner.get("value") if isinstance(inner, dict) else None
+    if not isinstance(encoded, str) or not ctx.count_member():
+        return
+    try:
+        payload = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        payload = encoded.encode("utf-8", errors="surrogateescape")
+    ctx.nested(memoryview(payload), "TorchModuleWrapper.module", role=PickleRole.LOADED)
 
 
 def looks_like_keras_config(data: memoryview) -> bool:

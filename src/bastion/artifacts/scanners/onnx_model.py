@@ -11,19 +11,18 @@ Checked:
   makes loading read (and with ``save`` write) arbitrary files (CVE-2022-25882,
   CVE-2024-27318, CVE-2024-27319 in ``onnx``). Paths are resolved with
   :func:`os.path.realpath`, which reads links but opens nothing.
-- operator domains outside the ONNX standard: running such a node needs a custom operator
-  library, native code that comes with the model (MITRE ATLAS AML.T0011.000). Domains of the
-  model's own local functions are not custom; ONNX Runtime's contrib domains are noted only.
+- operator domains outside the ONNX standard (HIGH): running such a node needs a custom
+  operator library, native code that comes with the model (MITRE ATLAS AML.T0011.000).
+  Domains of the model's own local functions are not custom; ONNX Runtime's own contrib
+  domains (``com.microsoft``) are noted only.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bastion.artifacts.findings import Atlas, Severity
+from bastion.artifacts.scanners._paths import external_path_problem
 from bastion.artifacts.scanners._protobuf import (
     LENGTH,
     VARINT,
@@ -63,7 +62,6 @@ STANDARD_DOMAINS = frozenset(
 RUNTIME_DOMAINS = frozenset(
     {"com.microsoft", "com.microsoft.nchwc", "com.microsoft.experimental", "com.ms.internal.nhwc"}
 )
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 @dataclass
@@ -83,9 +81,16 @@ class OnnxScanner:
     strong = False
 
     def matches(self, data: memoryview) -> bool:
-        if not data or data[0] != 0x08:  # ir_version, field 1, comes first from every writer
+        """A ModelProto: only its fields, each with its wire type, an ``ir_version`` and a
+        graph, in any order (every writer puts ``ir_version`` first; a polyglot need not).
+
+        A model cut short is still one (and a finding) when it starts with ``ir_version``
+        and the tag of one more ModelProto field was read before the bytes ran out.
+        """
+        if len(data) < 4:
             return False
-        seen_graph = False
+        first_is_version = data[0] == 0x08
+        seen_graph = seen_version = False
         pos = count = 0
         try:
             while pos < len(data):
@@ -97,18 +102,18 @@ class OnnxScanner:
                 seen_graph = seen_graph or number == 7
                 value, after = read_varint(data, after, len(data))
                 if wire == VARINT:
-                    if number == 1 and not 1 <= value <= _MAX_IR_VERSION:
-                        return False
+                    if number == 1:
+                        if not 1 <= value <= _MAX_IR_VERSION:
+                            return False
+                        seen_version = True
                     pos = after
                 else:
                     pos = after + value
                     if pos > len(data):
-                        return count >= 2  # truncated: see below
+                        return first_is_version and count >= 2
         except ProtobufError:
-            # A truncated model is still a model (and a finding): ir_version and the tag of
-            # one more ModelProto field were read before the bytes ran out.
-            return count >= 2
-        return seen_graph
+            return first_is_version and count >= 2
+        return seen_graph and seen_version
 
     def scan(self, data: memoryview, ctx: ScanContext) -> str:
         walk = _Walk(ctx, data)
@@ -217,7 +222,7 @@ def _location(walk: _Walk, location: str, tensor: str) -> None:
         return
     walk.locations.add(location)
     ctx = walk.ctx
-    problem = _location_problem(location, ctx)
+    problem = external_path_problem(location, ctx)
     if problem is None:
         return
     severity, what = problem
@@ -229,25 +234,6 @@ def _location(walk: _Walk, location: str, tensor: str) -> None:
         remediation="External data must be plain relative files inside the model folder; "
         "do not load this model.",
     )
-
-
-def _location_problem(location: str, ctx: ScanContext) -> tuple[Severity, str] | None:
-    if not location or "\0" in location:
-        return Severity.HIGH, "the path is empty or holds a NUL byte"
-    normal = location.replace("\\", "/")
-    if normal.startswith("/") or _DRIVE.match(location):
-        return Severity.HIGH, "an absolute path, outside the model folder"
-    if ".." in normal.split("/"):
-        return Severity.HIGH, "the path climbs out of the model folder with '..'"
-    if not ctx.at_file_level or ctx.disk_path is None:
-        return None  # inside an archive: no folder to resolve against
-    base = os.path.realpath(ctx.disk_path.parent)
-    target = os.path.realpath(Path(base, normal))
-    if os.path.commonpath([base, target]) != base:
-        return Severity.HIGH, f"a symlink resolves it to {target}, outside the model folder"
-    if not os.path.lexists(target):
-        return Severity.LOW, "the file does not exist"
-    return None
 
 
 def _report_domains(walk: _Walk) -> None:
@@ -265,7 +251,7 @@ def _report_domains(walk: _Walk) -> None:
             continue
         walk.ctx.add(
             "ONNX-CUSTOM-DOMAIN",
-            Severity.MEDIUM,
+            Severity.HIGH,
             f"custom operator domain {domain!r} ({ops}): running the model needs a custom "
             "operator library, native code outside ONNX",
             atlas=Atlas.UNSAFE_ARTIFACT,

@@ -25,7 +25,9 @@ from bastion.artifacts.scanners.interface import PickleRole, ScanContext
 
 __all__ = ["PickleScanner", "scan_torch_storages", "scan_torch_tensors"]
 
-_SNIFF = 64
+#: Bytes handed to the sniffer: enough for a protocol 0/1 opening that carries a short string
+#: (an ONNX doc_string that doubles as a pickle operand, say).
+_SNIFF = 256
 #: Pickles read from one stream before giving up (a legacy checkpoint has five).
 MAX_PICKLES = 256
 _TORCH_MAGIC = 0x1950A86A20F9469CFC6C

@@ -59,17 +59,22 @@ class SafetensorsScanner:
     strong = True
 
     def matches(self, data: memoryview) -> bool:
-        # An 8-byte length, then JSON: ``{`` and the start of a key (or ``}``). Tensor data
-        # has a ``{`` at byte 8 once in 256 members, so the length must also be plausible:
-        # below 4 GiB and within the file, or, for a header length built to exhaust a reader,
-        # followed by text that reads like JSON.
+        # An 8-byte length, then text. Tensor data has a ``{`` at byte 8 once in 256 members,
+        # so the length must also be plausible: below 4 GiB and within the file (a header
+        # that is not an object, or starts with a space, is then still this format, and a
+        # finding), or, for a length built to exhaust a reader, followed by JSON-like text.
         head = bytes(data[:16])
-        if len(head) < 10 or head[8] != ord("{") or head[9] not in _JSON_AFTER_BRACE:
+        if len(head) < 10:
             return False
         length = int.from_bytes(head[:8], "little")
         if length <= len(data) - 8:
-            return length < 2**32
-        return len(head) == 16 and all(0x20 <= c < 0x7F or c in b"\t\r\n" for c in head[9:])
+            return 2 <= length < 2**32 and _textual(head[8 : 8 + min(length, 8)])
+        return (
+            head[8] == ord("{")
+            and head[9] in _JSON_AFTER_BRACE
+            and len(head) == 16
+            and _textual(head[9:])
+        )
 
     def scan(self, data: memoryview, ctx: ScanContext) -> str:
         length = int.from_bytes(data[:8], "little")
@@ -80,6 +85,10 @@ class SafetensorsScanner:
             self._bad(ctx, f"header length {length} runs past the end of the file")
             return "safetensors"
         raw = bytes(data[8 : 8 + length])
+        if not raw.startswith(b"{"):
+            # The reference reader refuses a header that does not open an object right away.
+            self._bad(ctx, "header does not start with '{'")
+            return "safetensors"
         duplicates: list[str] = []
         try:
             header = json.loads(
@@ -183,6 +192,15 @@ class SafetensorsScanner:
                 f"{data_size - position} data bytes at the end belong to no tensor",
                 "SAFETENSORS-OFFSETS",
             )
+
+
+def _textual(chunk: bytes) -> bool:
+    """Printable ASCII or JSON whitespace, starting like a JSON value."""
+    return (
+        bool(chunk)
+        and chunk[:1] in (b"{", b"[", b" ", b"\t", b"\r", b"\n", b'"')
+        and all(0x20 <= c < 0x7F or c in b"\t\r\n" for c in chunk)
+    )
 
 
 def _pairs(pairs: list[tuple[str, Any]], duplicates: list[str]) -> dict[str, Any]:

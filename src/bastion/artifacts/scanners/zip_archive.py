@@ -86,18 +86,23 @@ class ZipScanner:
         except ZipError as exc:
             ctx.incomplete(f"zip archive is malformed ({exc})")
             return "zip"
+        extra: list[_Entry] = []
         if concat > 0:
+            nested_archive = bytes(data[:4]) == _LOCAL
             ctx.add(
                 "ZIP-PREFIX-DATA",
-                Severity.MEDIUM,
-                f"{concat} bytes precede the zip archive: readers that start at byte 0 (torch) "
-                "and readers that start from the end (zipfile, numpy, Keras) see different "
-                "files",
+                Severity.HIGH if nested_archive else Severity.MEDIUM,
+                f"{concat} bytes precede the zip archive"
+                + (", and they start with another archive" if nested_archive else "")
+                + ": readers that start at byte 0 (torch) and readers that start from the end "
+                "(zipfile, numpy, Keras) see different files",
                 offset=0,
                 atlas=Atlas.SUPPLY_CHAIN_MODEL,
                 remediation="Re-export the model with the tool that made it.",
             )
-        hidden = _hidden_local_entries(data, entries, concat, ctx)
+            extra = _absolute_view(data, entries, ctx)
+        known = entries + extra
+        hidden = _hidden_local_entries(data, known, 0 if data[:4] == _LOCAL else concat, ctx)
         for entry in hidden:
             ctx.add(
                 "ZIP-HIDDEN-ENTRY",
@@ -109,7 +114,7 @@ class ZipScanner:
             )
         _check_structure(entries, ctx)
         labels: list[list[str]] = []
-        for entry in entries + hidden:
+        for entry in entries + extra + hidden:
             ctx.check_deadline()
             if entry.name.endswith("/") and entry.csize == 0:
                 continue
@@ -208,7 +213,43 @@ def _plausible_directory(data: memoryview) -> bool:
     return bytes(data[pos : pos + 4]) == _CENTRAL
 
 
-def _read_directory(data: memoryview, ctx: ScanContext) -> tuple[list[_Entry], int]:
+def _absolute_view(data: memoryview, entries: list[_Entry], ctx: ScanContext) -> list[_Entry]:
+    """Entries found by reading the directory the way miniz (torch's reader) does.
+
+    zipfile shifts every offset by the data found before the archive; miniz takes the end
+    record's directory offset as absolute. With data before the archive the two can read two
+    different directories (two archives back to back: torch unpickles the first one's
+    ``data.pkl``, zipfile the second's).
+    """
+    try:
+        absolute, _ = _read_directory(data, ctx, absolute=True)
+    except ZipError:
+        return []  # miniz would fail to open it: nothing more to read
+    seen = {e.header_offset for e in entries}
+    extra = [e for e in absolute if e.header_offset not in seen]
+    if extra:
+        ctx.add(
+            "ZIP-DIRECTORY-DIFFERENTIAL",
+            Severity.HIGH,
+            f"torch's zip reader (miniz) finds a different central directory than zipfile "
+            f"does, listing {len(extra)} member(s) zipfile never reads (e.g. "
+            f"{extra[0].name!r}); all were scanned",
+            offset=extra[0].header_offset,
+            atlas=Atlas.SUPPLY_CHAIN_MODEL,
+            remediation="Do not load this file; model archives have one directory.",
+        )
+    return extra
+
+
+def _read_directory(
+    data: memoryview, ctx: ScanContext, *, absolute: bool = False
+) -> tuple[list[_Entry], int]:
+    """Parse the central directory found from the end record.
+
+    Args:
+        absolute: take the directory offset as absolute, as miniz does, instead of shifting
+            it past data that precedes the archive, as zipfile does.
+    """
     eocd = _find_eocd(data)
     if eocd is None:
         if bytes(data[:4]) == _LOCAL:
@@ -228,7 +269,7 @@ def _read_directory(data: memoryview, ctx: ScanContext) -> tuple[list[_Entry], i
         fields = _EOCD64_STRUCT.unpack_from(data, record64)
         count, cd_size, cd_offset = fields[7], fields[8], fields[9]
         record_start = record64
-    concat = record_start - cd_size - cd_offset
+    concat = 0 if absolute else record_start - cd_size - cd_offset
     if concat < 0:
         raise ZipError("central directory offsets point past the archive")
     if count > ctx.settings.max_archive_members:
