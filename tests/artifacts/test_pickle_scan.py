@@ -508,6 +508,17 @@ def test_unknown_globals_are_graded_by_use() -> None:
     assert rules(ref) == {"PICKLE-UNKNOWN-GLOBAL"}
 
 
+def test_pandas_reconstructors() -> None:
+    # a DataFrame's index: pandas.core.indexes.base._new_Index(cls, d) instantiates cls
+    body = sg("pandas.core.indexes.base", "_new_Index") + sg("pandas.core.indexes.base", "Index")
+    body += pickle.EMPTY_DICT + pickle.TUPLE2 + pickle.REDUCE
+    a = scan(wrap4(body))
+    assert worst(a) == Severity.MEDIUM  # loading needs pandas importable
+    body = sg("pandas.core.indexes.base", "_new_Index") + sg("subprocess", "Popen")
+    body += pickle.EMPTY_DICT + pickle.TUPLE2 + pickle.REDUCE
+    assert_unsafe(scan(wrap4(body)), "PICKLE-DANGEROUS-GLOBAL", Severity.CRITICAL)
+
+
 def test_computed_callable() -> None:
     # calling the result of an allowed call: REDUCE(REDUCE(OrderedDict, ()), ())
     body = sg("collections", "OrderedDict") + pickle.EMPTY_TUPLE + pickle.REDUCE

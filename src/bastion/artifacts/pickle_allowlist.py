@@ -148,6 +148,16 @@ _CURATED_CALLABLES: Final = frozenset(
         # joblib's array wrappers (the loader then reads the raw array bytes that follow)
         "joblib.numpy_pickle.NumpyArrayWrapper",
         "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+        # pandas objects' own reconstructors (pandas/_libs/internals.pyx, tslibs); the
+        # index helpers _new_Index & co. only instantiate their class argument and are
+        # checked as forwarders in pickle_vm
+        "pandas._libs.internals._unpickle_block",
+        "pandas._libs.tslibs.timestamps._unpickle_timestamp",
+        "pandas._libs.tslibs.timedeltas._timedelta_unpickle",
+        "pandas._libs.tslibs.nattype.__nat_unpickle",
+        "pandas.core.indexes.base._new_Index",
+        "pandas.core.indexes.datetimes._new_DatetimeIndex",
+        "pandas.core.indexes.period._new_PeriodIndex",
         # third-party classes seen in benign training checkpoints (fickling ML_ALLOWLIST)
         "transformers.training_args.OptimizerNames",
         "transformers.trainer_utils.EvaluationStrategy",

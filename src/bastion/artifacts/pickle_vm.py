@@ -178,6 +178,9 @@ _ARGS_NEVER_CALLED: Final = frozenset(
 _ENUM_WORD: Final = re.compile(r"[A-Za-z0-9_\-]{0,64}\Z")
 #: Standard library top-level modules (never eligible for the enum-value leniency).
 _STDLIB: Final = frozenset(sys.stdlib_module_names) | {"__builtin__", "builtins", "exceptions"}
+#: Packages whose Cython ``__pyx_unpickle_<Class>(type, checksum, state)`` helpers are trusted:
+#: each only does ``<Class>.__new__(type)`` and sets the state.
+_PYX_PACKAGES: Final = frozenset({"torch", "numpy", "scipy", "sklearn", "pandas"})
 #: Packages whose allowlist is generated from the installed code: a miss there is not an enum.
 _TRUSTED_PACKAGES: Final = frozenset({"torch", "numpy", "scipy", "sklearn", "joblib"})
 
@@ -1981,7 +1984,7 @@ def _enum_value(value: object) -> bool:
 
 def _is_pyx_unpickle(full: str) -> bool:
     """Cython's generated ``__pyx_unpickle_<Class>`` helpers of the trusted packages."""
-    return full.split(".", 1)[0] in _TRUSTED_PACKAGES and full.rsplit(".", 1)[-1].startswith(
+    return full.split(".", 1)[0] in _PYX_PACKAGES and full.rsplit(".", 1)[-1].startswith(
         "__pyx_unpickle_"
     )
 
@@ -2022,6 +2025,10 @@ _FORWARDERS: Final[dict[str, _Forwarder]] = {
     "numpy.dtype": _fw_dtype,
     "_codecs.encode": _fw_encode,
     _LOAD_FROM_BYTES: _fw_load_from_bytes,
+    # pandas: _new_Index(cls, d) is cls.__new__(cls, **d)
+    "pandas.core.indexes.base._new_Index": _fw_newobj,
+    "pandas.core.indexes.datetimes._new_DatetimeIndex": _fw_newobj,
+    "pandas.core.indexes.period._new_PeriodIndex": _fw_newobj,
     # scikit-learn's Cython trees and metrics: newObj(cls) is cls.__new__(cls).
     "sklearn.metrics._dist_metrics.newObj": _fw_newobj,
     "sklearn.neighbors._binary_tree.newObj": _fw_newobj,
