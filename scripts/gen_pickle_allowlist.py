@@ -203,6 +203,8 @@ def _torch_objects() -> set[str]:
         out.add(f"{cls.__module__}.{cls.__name__}")
     for attr in TORCH_TOP_CLASSES:
         out.add(f"torch.{attr}")
+        value = getattr(torch, attr)
+        out.add(f"{value.__module__}.{value.__qualname__}")  # torch.Generator is torch._C's
     kinds = (torch.dtype, torch.layout, torch.memory_format, torch.qscheme)
     for attr, value in vars(torch).items():
         if isinstance(value, kinds) and not attr.startswith("_"):

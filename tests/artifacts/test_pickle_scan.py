@@ -508,6 +508,31 @@ def test_unknown_globals_are_graded_by_use() -> None:
     assert rules(ref) == {"PICKLE-UNKNOWN-GLOBAL"}
 
 
+@pytest.mark.parametrize("proto", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_zoneinfo_getattr_classmethod_is_clean(proto: int) -> None:
+    # corpus benign/pickle/datetime_zoneinfo: ZoneInfo pickles as
+    # builtins.getattr(zoneinfo.ZoneInfo, '_unpickle')('UTC', 1)
+    from zoneinfo import ZoneInfo
+
+    data = pickle.dumps(datetime.datetime(2024, 1, 2, tzinfo=ZoneInfo("UTC")), protocol=proto)
+    assert_clean(scan(data))
+    # the same primitive on anything else stays critical
+    body = sg("builtins", "getattr") + sg("zoneinfo", "ZoneInfo") + u("__init__")
+    body += pickle.TUPLE2 + pickle.REDUCE
+    assert_unsafe(scan(wrap4(body)), "PICKLE-DANGEROUS-GLOBAL", Severity.CRITICAL)
+    body = sg("builtins", "getattr") + sg("collections", "OrderedDict") + u("fromkeys")
+    body += pickle.TUPLE2 + pickle.REDUCE
+    assert_unsafe(scan(wrap4(body)), "PICKLE-DANGEROUS-GLOBAL", Severity.CRITICAL)
+    # imported and never called: still critical
+    assert_unsafe(scan(wrap4(sg("builtins", "getattr"))), "PICKLE-DANGEROUS-GLOBAL")
+
+
+def test_torch_generator_object_is_clean() -> None:
+    # corpus benign/pytorch/generator_object: torch._C.Generator(device) then __setstate__
+    gen = torch.Generator().manual_seed(3)
+    assert_clean(scan(_data_pkl({"gen": gen, "np": np.random.default_rng(1)})))
+
+
 def test_pandas_reconstructors() -> None:
     # a DataFrame's index: pandas.core.indexes.base._new_Index(cls, d) instantiates cls
     body = sg("pandas.core.indexes.base", "_new_Index") + sg("pandas.core.indexes.base", "Index")
@@ -799,6 +824,19 @@ def test_joblib_wrapper_state_is_checked() -> None:
     # the wrapper's BUILD inside an open frame: joblib reads the array after the frame
     framed = _wrapper(pickle.BININT1 + b"\x01" + pickle.TUPLE1, frame=True)
     assert_unsafe(scan(framed + b"NN" + b"\x00" * 20 + b"."), "PICKLE-JOBLIB-ARRAY")
+
+
+def test_joblib_dtype_elsize_desync() -> None:
+    # corpus joblib/dtype_elsize_desync: NumPy ignores the state's elsize for built-in kinds,
+    # so joblib reads 8*n bytes for an 'f8' array whatever the state says; trusting elsize
+    # would make the analyser read 4*n and parse array bytes as opcodes.
+    state = pickle.MARK + pickle.BININT1 + b"\x03" + u("<") + pickle.NONE * 3
+    state += pickle.BININT1 + b"\x04" + pickle.BININT1 + b"\x01" + pickle.BININT1 + b"\x00"
+    state += pickle.TUPLE + pickle.BUILD
+    body = _wrapper(pickle.BININT1 + b"\x02" + pickle.TUPLE1, align=False)
+    tampered = body.replace(pickle.TUPLE3 + pickle.REDUCE, pickle.TUPLE3 + pickle.REDUCE + state)
+    assert tampered != body
+    assert_unsafe(scan(tampered + b"\x00" * 16 + b"."), "PICKLE-JOBLIB-ARRAY")
 
 
 def test_joblib_side_file_wrapper() -> None:

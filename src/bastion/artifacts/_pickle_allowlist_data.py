@@ -4563,6 +4563,7 @@ GENERATED_CALLABLES: Final[frozenset[str]] = GENERATED_CLASSES | frozenset(
         "torch.ShortTensor",
         "torch.TypedStorage",
         "torch.UntypedStorage",
+        "torch._C.Generator",
         "torch._tensor._rebuild_from_type",
         "torch._tensor._rebuild_from_type_v2",
         "torch._utils._rebuild_device_tensor_from_cpu_tensor",

@@ -87,6 +87,7 @@ _CURATED_CALLABLES: Final = frozenset(
         "_io.BytesIO",
         "io.BytesIO",
         "zoneinfo.ZoneInfo",
+        "zoneinfo.ZoneInfo._unpickle",  # reached as getattr(zoneinfo.ZoneInfo, "_unpickle")
         "zoneinfo._common._load_tzdata",
         "ipaddress.IPv4Address",
         "ipaddress.IPv6Address",

@@ -174,6 +174,7 @@ _ARGS_NEVER_CALLED: Final = frozenset(
         "torch.device",
     }
 )
+_GETATTR: Final = "builtins.getattr"
 #: An enum member's value, as pickled by ``Enum.__reduce_ex__``: a short word.
 _ENUM_WORD: Final = re.compile(r"[A-Za-z0-9_\-]{0,64}\Z")
 #: Standard library top-level modules (never eligible for the enum-value leniency).
@@ -484,6 +485,8 @@ _JOBLIB_SIDE_FILE_WRAPPERS: Final = frozenset(
 _DTYPE_NAMES: Final = frozenset({"numpy.dtype", "numpy.core.multiarray.dtype"})
 _LOAD_FROM_BYTES: Final = "torch.storage._load_from_bytes"
 
+#: numpy dtype kinds whose item size comes from the pickled state (``PyDataType_ISFLEXIBLE``).
+_FLEXIBLE_KINDS: Final = frozenset({"S", "U", "V", "a"})
 #: numpy dtype kind letter -> item size when the descriptor has no explicit size.
 _DTYPE_DEFAULT_SIZES: Final = {"?": 1, "b": 1, "B": 1, "O": 8}
 
@@ -528,6 +531,8 @@ class _Analyzer:
         self.embedded: dict[int, object] = {}
         self.arg_scanned: dict[int, object] = {}
         self.per_rule: dict[str, int] = {}
+        self.getattr_global: _Global | None = None
+        self.getattr_calls = 0
         self.suppressed: dict[str, tuple[int, Severity]] = {}
 
     # -- reporting -------------------------------------------------------------------------
@@ -598,8 +603,31 @@ class _Analyzer:
             self.check_name(g, raw_module, raw_name, opcode)
         return g
 
+    def getattr_call(
+        self, func: _Global, args: tuple[object, ...] | None, at: int, op: str
+    ) -> object:
+        """``builtins.getattr(obj, name)``: safe only for a known constructor classmethod of an
+        allowlisted class (``getattr(zoneinfo.ZoneInfo, '_unpickle')``, what ``ZoneInfo``
+        pickles as); anything else is the universal attribute-fetch primitive (picklescan and
+        modelscan deny it; modelscan #331 chains it with importlib)."""
+        self.getattr_calls += 1
+        if args and len(args) in (2, 3) and type(args[1]) is str:
+            target = args[0]
+            name = args[1]
+            if type(target) is _Global and target.resolved:
+                attr = f"{target.full}.{name}"
+                if self.verdict(target) == "" and attr in SAFE_CALLABLES:
+                    return self.resolve(target.module, f"{target.name}.{name}", at, op, 4)
+                self.dangerous(func, f"getattr fetches {attr}: any attribute of anything", op)
+                return self.resolve(target.module, f"{target.name}.{name}", at, op, 4)
+        self.dangerous(func, "getattr fetches an attribute of a computed object", op)
+        return _Obj("attr", func)
+
     def check_name(self, g: _Global, raw_module: str, raw_name: str, opcode: str) -> None:
         full = g.full
+        if full == _GETATTR:
+            self.getattr_global = g  # graded by how it is called (getattr_call, finish)
+            return
         if not pickle_rules.name_is_well_formed(g.module, g.name):
             self.report(
                 R_SUSPICIOUS_NAME,
@@ -666,6 +694,8 @@ class _Analyzer:
         """The loader calls ``func(*args)``; returns the symbolic result."""
         if type(func) is _Global and func.resolved:
             full = func.full
+            if full == _GETATTR:
+                return self.getattr_call(func, _positional(args), offset, opcode)
             verdict = self.verdict(func)
             if verdict:
                 self.dangerous(func, verdict, opcode)
@@ -701,7 +731,9 @@ class _Analyzer:
             kind = type(value)
             if kind is _Global:
                 assert isinstance(value, _Global)
-                if value.resolved and self.verdict(value) is None:
+                if value.full == _GETATTR:
+                    self.dangerous(value, "a trusted constructor is given getattr", opcode)
+                elif value.resolved and self.verdict(value) is None:
                     self.unknown_call(value, None, offset, f"{opcode} (argument of {full})")
             elif depth < 2:
                 if id(value) in self.arg_scanned:
@@ -1773,6 +1805,8 @@ class _Analyzer:
     # -- final grading ---------------------------------------------------------------------
 
     def grade_unknowns(self) -> None:
+        if self.getattr_global is not None and not self.getattr_calls:
+            self.dangerous(self.getattr_global, "getattr is imported (never called here)", "")
         for name, u in self.usage.items():
             if u.called:
                 continue  # reported at the call
@@ -1808,6 +1842,7 @@ class _Analyzer:
 class _DtypeInfo:
     itemsize: int | None
     has_object: bool
+    kind: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1944,7 +1979,13 @@ def _dtype_state(dtype: _Obj, state: tuple[object, ...]) -> None:
     if len(state) >= 6:
         elsize = state[5]
         if type(elsize) is int and elsize > 0:
-            info = _DtypeInfo(elsize, info.has_object)
+            if info.kind in _FLEXIBLE_KINDS:
+                # NumPy takes elsize from the state only for flexible kinds (S, U, V)
+                info = _DtypeInfo(elsize, info.has_object, info.kind)
+            elif elsize != info.itemsize:
+                # ... and ignores it for the others: a disagreement is a parser-differential
+                # trick (joblib reads itemsize bytes, a reader trusting elsize fewer)
+                info = _DtypeInfo(None, info.has_object, info.kind)
         subarray = state[2]
         fields = state[4]
         parts: list[object] = []
@@ -1952,15 +1993,15 @@ def _dtype_state(dtype: _Obj, state: tuple[object, ...]) -> None:
             parts.append(subarray[0])
         if type(fields) is _Dict:
             if len(fields.keys) > _MAX_FIELDS:
-                info = _DtypeInfo(info.itemsize, True)  # beyond any real dtype: fail closed
+                info = _DtypeInfo(info.itemsize, True, info.kind)  # beyond any real dtype
             else:
                 parts.extend(v[0] for v in fields.keys.values() if type(v) is tuple and v)
         elif fields is not None:
-            info = _DtypeInfo(info.itemsize, True)  # fields we cannot see: assume objects
+            info = _DtypeInfo(info.itemsize, True, info.kind)  # unseen fields: assume objects
         for part in parts:
             sub = part.info if type(part) is _Obj else None
             if not isinstance(sub, _DtypeInfo) or sub.has_object:
-                info = _DtypeInfo(info.itemsize, True)
+                info = _DtypeInfo(info.itemsize, True, info.kind)
     dtype.info = info
 
 
@@ -1995,15 +2036,15 @@ def _dtype_info(descr: object) -> _DtypeInfo:
     kind = descr.lstrip("<>|=")[:1]
     digits = descr.lstrip("<>|=")[1:]
     if kind == "O":
-        return _DtypeInfo(8, True)
+        return _DtypeInfo(8, True, kind)
     if digits.isdigit():
         n = int(digits)
         if kind == "U":
-            return _DtypeInfo(n * 4, False)
-        return _DtypeInfo(n, False)
+            return _DtypeInfo(n * 4, False, kind)
+        return _DtypeInfo(n, False, kind)
     if kind in _DTYPE_DEFAULT_SIZES:
-        return _DtypeInfo(_DTYPE_DEFAULT_SIZES[kind], kind == "O")
-    return _DtypeInfo(None, False)
+        return _DtypeInfo(_DTYPE_DEFAULT_SIZES[kind], kind == "O", kind)
+    return _DtypeInfo(None, False, kind)
 
 
 _FORWARDERS: Final[dict[str, _Forwarder]] = {
