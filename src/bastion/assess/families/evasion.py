@@ -94,7 +94,10 @@ class EvasionConfig(BaseModel):
             value = [v for v in value.split(",") if v.strip()]
         if isinstance(value, list):
             for item in value:
-                parse_budget(item)
+                try:
+                    parse_budget(item)
+                except AssessmentError as exc:
+                    raise ValueError(str(exc)) from exc
         return value
 
 
