@@ -21,6 +21,13 @@ Verdicts, per name (see :mod:`~bastion.artifacts.pickle_rules` and
   class (``NEWOBJ``/``copyreg`` + ``BUILD``) -> ``MEDIUM``; unknown and only referenced ->
   ``LOW``. A file is unsafe from ``HIGH`` up; the driver applies that threshold.
 
+Three calls are graded by their arguments rather than their name: ``builtins.getattr`` is
+allowed only as ``getattr(<allowlisted class>, <allowlisted classmethod>)`` (how
+``zoneinfo.ZoneInfo`` pickles) and is ``CRITICAL`` otherwise; trusted helpers that call or
+instantiate what they are given (``copyreg._reconstructor``'s base, ``_rebuild_from_type_v2``'s
+function, NumPy's random-state constructors, ``LambdaLR``'s lambda) have those arguments graded
+as calls; ``torch.storage._load_from_bytes`` has its embedded ``torch.save`` payload analysed.
+
 Anything the analyser cannot follow is never clean: a malformed or truncated stream, bytes after
 ``STOP``, a limit reached (opcodes, memo, stack, deadline), an extension code, a computed
 callable: all are findings of at least ``HIGH``.
