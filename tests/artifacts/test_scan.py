@@ -283,3 +283,12 @@ def test_scan_bytes_reports_under_the_given_name() -> None:
     assert result.status is ScanStatus.UNSAFE
     assert result.findings[0].path == "upload.bin"
     assert scan_bytes(b"", name="x").skip_reason == "empty file"
+
+
+def test_model_name_with_unrecognised_content_is_unsafe(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(bytes(8) + b'{"w": {}}')
+    (tmp_path / "weights.bin").write_bytes(bytes(8) + b'{"w": {}}')  # raw data: just skipped
+    results = _by_name(scan_paths([tmp_path], FAST).results)
+    assert results["model.safetensors"].status is ScanStatus.UNSAFE
+    assert results["model.safetensors"].findings[0].rule_id == "FORMAT-MISMATCH"
+    assert results["weights.bin"].status is ScanStatus.SKIPPED

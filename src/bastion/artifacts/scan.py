@@ -21,7 +21,9 @@ Budgets. Each file gets ``scan.timeout_seconds`` and ``scan.memory_mb``:
 
 Verdicts. A file is ``unsafe`` when a finding reaches ``fail_on`` (HIGH by default); limits
 and parse failures of known formats are HIGH findings ("could not be fully analysed: treated
-as unsafe"). A file no scanner recognises is ``skipped`` with its reason, never ``clean``; so
+as unsafe"), and so is a file named like a model (``.pt``, ``.safetensors``, ...) whose
+content is no format bastion reads. Any other file no scanner recognises is ``skipped`` with
+its reason, never ``clean``; so
 are special files (FIFOs, devices: never opened), unreadable files and broken links. Symlinks
 found while walking a folder are not followed; one that leaves the folder is a HIGH finding.
 """
@@ -69,6 +71,26 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[FileResult], None]
 
 UNKNOWN_FORMAT = "unknown"
+#: Names that only model formats bastion reads use: such a file whose content matches none of
+#: them is a known format that failed to parse (``.bin`` and ``.data`` also name raw tensor
+#: data, so they are not here).
+MODEL_SUFFIXES = frozenset(
+    {
+        ".safetensors",
+        ".pt",
+        ".pth",
+        ".ckpt",
+        ".pkl",
+        ".pickle",
+        ".joblib",
+        ".npy",
+        ".npz",
+        ".onnx",
+        ".keras",
+        ".h5",
+        ".hdf5",
+    }
+)
 _UNRECOGNISED = "format not recognised: not a model format bastion reads"
 _LIMIT_REMEDIATION = (
     "Raise the [scan] limit in bastion.toml only if the file comes from a trusted source; "
@@ -272,6 +294,15 @@ def _scan_view(
             "SCAN-FINDINGS-TRUNCATED",
             Severity.INFO,
             f"{ctx.dropped_findings} more findings were dropped (per-file cap)",
+        )
+    if not labels and disk_path is not None and disk_path.suffix.lower() in MODEL_SUFFIXES:
+        ctx.add(
+            "FORMAT-MISMATCH",
+            Severity.HIGH,
+            f"named like a {disk_path.suffix} model but its content is no format bastion "
+            f"reads (corrupt, or disguised): {INCOMPLETE_SUFFIX}",
+            atlas=Atlas.SUPPLY_CHAIN_MODEL,
+            remediation="Obtain the file again from a trusted source.",
         )
     fmt = "+".join(labels) if labels else UNKNOWN_FORMAT
     reason = "" if labels else _UNRECOGNISED

@@ -170,3 +170,17 @@ def test_torch_legacy_missing_pickles_fail_closed(scan, rule_ids, tmp_path: Path
     result = scan(data[:end])
     assert result.status is ScanStatus.UNSAFE
     assert "SCAN-MALFORMED" in rule_ids(result)
+
+
+def test_pickle_with_leftovers_on_the_stack_is_still_sniffed(scan) -> None:
+    # CPython's STOP pops one item and returns: marks and items left behind do not matter, and
+    # protocol 4 opcodes run without a PROTO header.
+    data = b"(N2U\x00" + b"\x8c\x02os\x8c\x06system\x93\x8c\x04true\x85R."
+    result = scan(data)
+    assert result.format == "pickle"
+    assert result.status is ScanStatus.UNSAFE
+
+
+def test_python_source_is_not_taken_for_a_pickle(scan) -> None:
+    result = scan(b"class TinyNet(Module):\n  __parameters__ = []\n  def forward(self):\n")
+    assert result.status is ScanStatus.SKIPPED

@@ -444,6 +444,7 @@ UNCERTAIN_RULES = frozenset(
         "PICKLE-UNRESOLVED-GLOBAL",
         "PICKLE-JOBLIB-ARRAY",
         "PICKLE-NESTED",
+        "PICKLE-SUSPICIOUS-NAME",
     }
 )
 

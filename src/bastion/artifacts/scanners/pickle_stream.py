@@ -19,8 +19,11 @@ tail of other bytes is reported, since it is how polyglots hide a second format.
 
 from __future__ import annotations
 
+import pickletools
+import re
+
 from bastion.artifacts.findings import Atlas, Severity
-from bastion.artifacts.pickle_scan import looks_like_pickle
+from bastion.artifacts.pickle_scan import analyze_pickle, looks_like_pickle
 from bastion.artifacts.scanners.interface import PickleRole, ScanContext
 
 __all__ = ["PickleScanner", "scan_torch_storages", "scan_torch_tensors"]
@@ -34,6 +37,9 @@ _TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 _TORCH_MAGIC_LE = _TORCH_MAGIC.to_bytes(10, "little")
 _TORCH_MAGIC_TEXT = str(_TORCH_MAGIC).encode()
 _LEGACY_PICKLES = 5
+_OPCODES = frozenset(ord(op.code) for op in pickletools.opcodes)
+#: A global as a pickle names one (text that merely starts with "c" names none).
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 #: Element sizes of the legacy typed storages, by class name (``torch/storage.py``).
 STORAGE_ELEMENT_SIZES = {
@@ -58,8 +64,21 @@ STORAGE_ELEMENT_SIZES = {
 
 
 def sniff_pickle(data: memoryview, offset: int = 0) -> bool:
-    """Whether the bytes at ``offset`` start like a pickle (any protocol, header or not)."""
-    return offset < len(data) and looks_like_pickle(bytes(data[offset : offset + _SNIFF]))
+    """Whether the bytes at ``offset`` start like a pickle (any protocol, header or not).
+
+    Besides the analyser's own sniffing, a head whose opcodes import a global counts: a
+    stream can be odd enough for the sniffer (protocol 4 opcodes without a PROTO header, a
+    STOP with items left on the stack, which CPython accepts) and still run its payload.
+    """
+    if offset >= len(data):
+        return False
+    head = bytes(data[offset : offset + _SNIFF])
+    if looks_like_pickle(head):
+        return True
+    if head[0] not in _OPCODES:
+        return False
+    found = analyze_pickle(head, path="", allow_trailing=True).globals
+    return any(_DOTTED.fullmatch(name) for name in found)
 
 
 def is_torch_legacy(data: memoryview) -> bool:

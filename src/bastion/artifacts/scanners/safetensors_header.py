@@ -73,7 +73,7 @@ class SafetensorsScanner:
             head[8] == ord("{")
             and head[9] in _JSON_AFTER_BRACE
             and len(head) == 16
-            and _textual(head[9:])
+            and all(0x20 <= c < 0x7F for c in head[9:])  # stricter: no length to vouch for it
         )
 
     def scan(self, data: memoryview, ctx: ScanContext) -> str:
@@ -195,11 +195,12 @@ class SafetensorsScanner:
 
 
 def _textual(chunk: bytes) -> bool:
-    """Printable ASCII or JSON whitespace, starting like a JSON value."""
+    """Starts like a JSON value and holds no control characters (other bytes may be any:
+    a header that is not valid UTF-8 is still a safetensors header, and a finding)."""
     return (
         bool(chunk)
         and chunk[:1] in (b"{", b"[", b" ", b"\t", b"\r", b"\n", b'"')
-        and all(0x20 <= c < 0x7F or c in b"\t\r\n" for c in chunk)
+        and all((c >= 0x20 and c != 0x7F) or c in b"\t\r\n" for c in chunk)
     )
 
 
