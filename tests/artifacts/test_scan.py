@@ -292,3 +292,22 @@ def test_model_name_with_unrecognised_content_is_unsafe(tmp_path: Path) -> None:
     assert results["model.safetensors"].status is ScanStatus.UNSAFE
     assert results["model.safetensors"].findings[0].rule_id == "FORMAT-MISMATCH"
     assert results["weights.bin"].status is ScanStatus.SKIPPED
+
+
+def test_exported_names() -> None:
+    import bastion.artifacts
+    import bastion.artifacts.scanners as scanners
+
+    for module in (bastion.artifacts, scanners):
+        # ruff's RUF022 order: CONSTANTS, then Classes, then functions.
+        style = sorted(module.__all__, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
+        assert list(module.__all__) == style
+        assert all(hasattr(module, name) for name in module.__all__)
+    scan_api = {"collect_targets", "scan_bytes", "scan_file", "scan_paths", "scan_targets"}
+    assert scan_api <= set(bastion.artifacts.__all__)
+    names = [s.name for s in scanners.SCANNERS]
+    assert len(names) == len(set(names))
+    for scanner in scanners.SCANNERS:
+        assert isinstance(scanner.strong, bool)
+        assert callable(scanner.matches)
+        assert callable(scanner.scan)
