@@ -78,3 +78,21 @@ def predict_logits(model: Any, x: torch.Tensor, batch_size: int = 1024) -> torch
             for start in range(0, x.shape[0], batch_size)
         ]
     return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+class Affine(nn.Module):
+    """``(x - shift) * scale``, with broadcastable buffers: a domain's normalisation or bounds.
+
+    A module-level class so that shadow and substitute factories stay picklable.
+    """
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, shift: torch.Tensor | float, scale: torch.Tensor | float) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) * self.scale

@@ -9,13 +9,37 @@ from __future__ import annotations
 
 from typing import Any
 
+from bastion.assess.families.backdoor import BACKDOOR
 from bastion.assess.families.evasion import EVASION
+from bastion.assess.families.extraction import EXTRACTION
 from bastion.assess.families.interface import CliOption, Family, RunContext
+from bastion.assess.families.invariance import INVARIANCE
+from bastion.assess.families.inversion import INVERSION
+from bastion.assess.families.membership import MEMBERSHIP
 
-__all__ = ["EVASION", "FAMILIES", "CliOption", "Family", "RunContext", "family_named"]
+__all__ = [
+    "BACKDOOR",
+    "EVASION",
+    "EXTRACTION",
+    "FAMILIES",
+    "INVARIANCE",
+    "INVERSION",
+    "MEMBERSHIP",
+    "CliOption",
+    "Family",
+    "RunContext",
+    "family_named",
+]
 
 #: Every family, in the order reports list them.
-FAMILIES: tuple[Family[Any], ...] = (EVASION,)
+FAMILIES: tuple[Family[Any], ...] = (
+    EVASION,
+    MEMBERSHIP,
+    EXTRACTION,
+    INVERSION,
+    BACKDOOR,
+    INVARIANCE,
+)
 
 
 def family_named(name: str) -> Family[Any]:

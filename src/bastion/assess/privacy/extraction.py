@@ -299,10 +299,12 @@ class EquationSolvingResult:
 
     Attributes:
         model: the recovered parameters, canonical (class 0 at zero).
-        queries: queries spent.
-        residual: the largest absolute residual of the log-ratio equations (about 1e-10 for
-            a truly log-linear victim; large when the victim is not softmax-linear).
-        exact: whether the system was exactly determined or better and the residual small.
+        queries: queries spent (solving and verification).
+        residual: the largest absolute error of the recovered log-ratios on the verification
+            queries, which the solve never saw (about 1e-10 for a truly softmax-linear
+            victim; large when the victim is not). With ``d + 1`` queries the system is
+            square and fits *any* answers exactly, so only fresh queries can tell.
+        exact: whether the residual is within the tolerance.
     """
 
     model: LinearModel
@@ -318,7 +320,8 @@ def solve_softmax_regression(
     bounds: tuple[float, float],
     rng: np.random.Generator,
     queries: int | None = None,
-    tolerance: float = 1e-6,
+    verify: int = 16,
+    tolerance: float = 1e-3,
 ) -> EquationSolvingResult:
     """Recover a softmax-linear victim's parameters from ``d + 1`` probability answers.
 
@@ -331,8 +334,11 @@ def solve_softmax_regression(
         shape: the shape of one input (flattened to ``d`` features).
         bounds: the raw input bounds.
         rng: draws the queries.
-        queries: how many (at least ``d + 1``; default ``d + 1``).
-        tolerance: the largest residual still counted as an exact recovery.
+        queries: how many to solve with (at least ``d + 1``; default ``d + 1``).
+        verify: further queries that check the recovered model (at least 1).
+        tolerance: the largest residual still counted as an exact recovery (log-ratio units:
+            float64 answers give about 1e-12, float32 answers about 1e-5; a victim that is not
+            softmax-linear, 1e-1 and more).
 
     Raises:
         AssessmentError: too few queries, or answers with a zero probability (the log-ratio
@@ -342,20 +348,24 @@ def solve_softmax_regression(
     n = d + 1 if queries is None else int(queries)
     if n < d + 1:
         raise AssessmentError(f"equation solving needs at least d + 1 = {d + 1} queries")
+    if verify < 1:
+        raise AssessmentError("equation solving needs at least one verification query")
     lower, upper = bounds
-    x = rng.uniform(lower, upper, size=(n, *shape))
-    p = np.asarray(victim_probs(x.astype(np.float32)), dtype=np.float64)
-    if p.ndim != 2 or p.shape[0] != n:
-        raise AssessmentError(f"the victim answered {p.shape} for {n} queries")
+    total = n + verify
+    # The victim sees float32 inputs; solve with exactly those.
+    x = rng.uniform(lower, upper, size=(total, *shape)).astype(np.float32)
+    p = np.asarray(victim_probs(x), dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != total:
+        raise AssessmentError(f"the victim answered {p.shape} for {total} queries")
     if np.any(p <= 0.0):
         raise AssessmentError(
             "a probability answer is 0: the log-ratios are unknown (rounded outputs?)"
         )
-    # The victim saw float32 inputs; solve with exactly those.
-    design = np.hstack([x.astype(np.float32).astype(np.float64).reshape(n, d), np.ones((n, 1))])
+    design = np.hstack([x.astype(np.float64).reshape(total, d), np.ones((total, 1))])
     log_ratio = np.log(p[:, 1:]) - np.log(p[:, :1])
-    solution, *_ = np.linalg.lstsq(design, log_ratio, rcond=None)
-    residual = float(np.max(np.abs(design @ solution - log_ratio))) if log_ratio.size else 0.0
+    solution, *_ = np.linalg.lstsq(design[:n], log_ratio[:n], rcond=None)
+    errors = np.abs(design[n:] @ solution - log_ratio[n:])
+    residual = float(errors.max()) if errors.size else 0.0
     classes = p.shape[1]
     weight = np.zeros((classes, d))
     bias = np.zeros(classes)
@@ -363,7 +373,7 @@ def solve_softmax_regression(
     bias[1:] = solution[d]
     return EquationSolvingResult(
         model=LinearModel(weight, bias),
-        queries=n,
+        queries=total,
         residual=residual,
         exact=residual <= tolerance,
     )
