@@ -10,13 +10,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# The lock pins every package; bastion itself is installed editable without resolving again.
+# The lock pins every package (pip freeze of the dev and bench extras), so it is installed
+# without resolving: torchattacks declares torchvision, which this torch cannot import and
+# which the tests never need. bastion itself is installed editable without resolving again.
 $(STAMP): $(BIN)/python requirements.lock pyproject.toml
-	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
-	# torchattacks (a reference the assess tests and benchmarks compare with) declares
-	# torchvision and requests~=2.25 but imports neither: install it alone.
-	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,7 +41,9 @@ bench: install
 # Regenerate the lock from pyproject.toml (a developer step; commit the result).
 lock: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	$(BIN)/pip freeze --exclude-editable | grep -v -e '^bastion' -e '^torchattacks' > requirements.lock
+	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
+	$(BIN)/pip freeze --exclude-editable | grep -v '^bastion' \
+	  | sed -E 's|^([A-Za-z0-9_.-]+) @ file://.*/[A-Za-z0-9_.]+-([0-9][^-]*)-.*|\1==\2|' > requirements.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
