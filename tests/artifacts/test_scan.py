@@ -303,6 +303,7 @@ def test_exported_names() -> None:
         style = sorted(module.__all__, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
         assert list(module.__all__) == style
         assert all(hasattr(module, name) for name in module.__all__)
+    assert set(bastion.artifacts._EXPORTS) == set(bastion.artifacts.__all__)
     scan_api = {"collect_targets", "scan_bytes", "scan_file", "scan_paths", "scan_targets"}
     assert scan_api <= set(bastion.artifacts.__all__)
     names = [s.name for s in scanners.SCANNERS]

@@ -4,38 +4,60 @@ Scanning never imports, unpickles or loads what it reads: :func:`scan_paths` is 
 scan``; the formats live in :mod:`bastion.artifacts.scanners`, the pickle analyser in
 :mod:`bastion.artifacts.pickle_scan`, the JSON and SARIF reports in
 :mod:`bastion.artifacts.report`.
+
+The names below are loaded on first use (PEP 562 ``__getattr__`` over an explicit table):
+``import bastion.artifacts.scan`` then costs the scanner's own imports, not signing's
+(model-signing, cryptography) or the workspace database's, which matters to the start-up
+of ``bastion scan``.
 """
 
-from bastion.artifacts.findings import (
-    Atlas,
-    FileResult,
-    Finding,
-    ScanReport,
-    ScanStatus,
-    Severity,
-)
-from bastion.artifacts.pickle_scan import (
-    PickleAnalysis,
-    PickleLimits,
-    analyze_pickle,
-    looks_like_pickle,
-)
-from bastion.artifacts.provenance import DataDigest, Provenance
-from bastion.artifacts.report import (
-    report_summary,
-    report_to_dict,
-    report_to_sarif,
-)
-from bastion.artifacts.scan import (
-    ScanTarget,
-    collect_targets,
-    scan_bytes,
-    scan_file,
-    scan_paths,
-    scan_targets,
-)
-from bastion.artifacts.signing import SignOptions, SignResult, sign
-from bastion.artifacts.verification import VerifiedModel, default_signature_path, verify
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bastion.artifacts.findings import (
+        Atlas,
+        FileResult,
+        Finding,
+        ScanReport,
+        ScanStatus,
+        Severity,
+    )
+    from bastion.artifacts.pickle_scan import (
+        PickleAnalysis,
+        PickleLimits,
+        analyze_pickle,
+        looks_like_pickle,
+    )
+    from bastion.artifacts.provenance import (
+        DataDigest,
+        Provenance,
+    )
+    from bastion.artifacts.report import (
+        report_summary,
+        report_to_dict,
+        report_to_sarif,
+    )
+    from bastion.artifacts.scan import (
+        ScanTarget,
+        collect_targets,
+        scan_bytes,
+        scan_file,
+        scan_paths,
+        scan_targets,
+    )
+    from bastion.artifacts.signing import (
+        SignOptions,
+        SignResult,
+        sign,
+    )
+    from bastion.artifacts.verification import (
+        VerifiedModel,
+        default_signature_path,
+        verify,
+    )
 
 __all__ = [
     "Atlas",
@@ -66,3 +88,47 @@ __all__ = [
     "sign",
     "verify",
 ]
+
+#: Where each public name lives.
+_EXPORTS: dict[str, str] = {
+    "Atlas": "bastion.artifacts.findings",
+    "DataDigest": "bastion.artifacts.provenance",
+    "FileResult": "bastion.artifacts.findings",
+    "Finding": "bastion.artifacts.findings",
+    "PickleAnalysis": "bastion.artifacts.pickle_scan",
+    "PickleLimits": "bastion.artifacts.pickle_scan",
+    "Provenance": "bastion.artifacts.provenance",
+    "ScanReport": "bastion.artifacts.findings",
+    "ScanStatus": "bastion.artifacts.findings",
+    "ScanTarget": "bastion.artifacts.scan",
+    "Severity": "bastion.artifacts.findings",
+    "SignOptions": "bastion.artifacts.signing",
+    "SignResult": "bastion.artifacts.signing",
+    "VerifiedModel": "bastion.artifacts.verification",
+    "analyze_pickle": "bastion.artifacts.pickle_scan",
+    "collect_targets": "bastion.artifacts.scan",
+    "default_signature_path": "bastion.artifacts.verification",
+    "looks_like_pickle": "bastion.artifacts.pickle_scan",
+    "report_summary": "bastion.artifacts.report",
+    "report_to_dict": "bastion.artifacts.report",
+    "report_to_sarif": "bastion.artifacts.report",
+    "scan_bytes": "bastion.artifacts.scan",
+    "scan_file": "bastion.artifacts.scan",
+    "scan_paths": "bastion.artifacts.scan",
+    "scan_targets": "bastion.artifacts.scan",
+    "sign": "bastion.artifacts.signing",
+    "verify": "bastion.artifacts.verification",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
