@@ -238,6 +238,12 @@ def test_overfit_model_leaks_and_lira_leads(overfit_report: MembershipReport) ->
     assert overfit_report.fixed_variance is True  # 16 per side: pooled variance
     assert overfit_report.n_shadows == 32
     assert overfit_report.members == overfit_report.non_members == 500
+    assert overfit_report.target_accuracy[0] == 1.0  # trained almost unregularised
+    assert overfit_report.target_accuracy[1] < 0.98
+    assert overfit_report.shadow_accuracy is not None
+    shadow_in, shadow_out = overfit_report.shadow_accuracy
+    assert shadow_in == 1.0  # the shadows follow the same recipe
+    assert abs(shadow_out - overfit_report.target_accuracy[1]) < 0.03
     # Sorted strongest at 0.1% FPR first.
     tprs = [r.summary.tpr_at_fpr[0.001] for r in overfit_report.results]
     assert tprs == sorted(tprs, reverse=True)

@@ -17,6 +17,7 @@ from bastion.assess.families.membership import (
     MembershipConfig,
     MlpFactory,
 )
+from bastion.assess.targets.interface import Access, OutputKind, TargetInfo
 from bastion.errors import AssessmentError
 
 torch = pytest.importorskip("torch")
@@ -99,3 +100,36 @@ def test_shadow_factories_are_fresh_and_picklable(mlp_module: Any) -> None:
     mlp = pickle.loads(pickle.dumps(MlpFactory(64, 10, 0.0, 16.0)))()
     assert mlp(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     assert np.isfinite(mlp(torch.full((1, 64), 16.0)).detach().numpy()).all()
+
+
+class _LabelsOnly:
+    """The MLP target behind an API that answers labels only (output hardening)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.info = TargetInfo(
+            "remote", "labels", Access.LABELS, OutputKind.LABELS, tuple("0123456789")
+        )
+        self.domain = inner.domain
+        self.queries = inner.queries
+
+    def predict_labels(self, x: Any) -> Any:
+        return self.inner.predict_labels(x)
+
+    def predict_proba(self, x: Any) -> Any:
+        raise AssertionError("a labels-only target has no probabilities")
+
+
+def test_labels_only_target_runs_the_gap_attack(mlp_target: Any, digits: Any) -> None:
+    context = _context(_LabelsOnly(mlp_target), digits, 80)
+    result = MEMBERSHIP.run(context, MembershipConfig())
+    values = {(m.name, m.at): m.value for m in result.metrics}
+    assert math.isfinite(values[("membership.correctness.balanced_accuracy", None)])
+    assert math.isnan(values[("membership.lira_online.auc", None)])
+    assert (
+        values[("membership.strongest.auc", None)] == values[("membership.correctness.auc", None)]
+    )
+    reasons = {s["attack"]: s["reason"] for s in result.details["skipped"]}
+    assert "labels only" in reasons["loss"]
+    with pytest.raises(AssessmentError, match="only 'correctness' can run"):
+        MEMBERSHIP.run(context, MembershipConfig(attacks=["loss"]))

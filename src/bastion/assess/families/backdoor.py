@@ -92,14 +92,11 @@ class BackdoorFamily:
             if channel_axis is not None:
                 mask = np.expand_dims(mask, channel_axis)
             stamp = mask * result.patterns[c]
-            flag = " FLAGGED" if c in result.flagged else ""
-            triggers.append(
-                (
-                    f"{names[c]}: L1={result.l1_norms[c]:.1f} "
-                    f"idx={result.anomaly_index[c]:.2f}{flag}",
-                    _image(np.asarray(stamp, dtype=np.float64), domain.shape),
-                )
+            flag = "*" if c in result.flagged else ""
+            caption = (
+                f"{names[c]}{flag}: L1 {result.l1_norms[c]:.1f} i {result.anomaly_index[c]:.1f}"
             )
+            triggers.append((caption, _image(np.asarray(stamp, dtype=np.float64), domain.shape)))
         metrics = (
             Metric("backdoor.neural_cleanse.anomaly_index", result.max_anomaly_index),
             Metric("backdoor.neural_cleanse.flagged", float(len(result.flagged))),
@@ -134,7 +131,11 @@ class BackdoorFamily:
                 "parameters": config.model_dump(mode="json"),
             },
             charts=(
-                ImageGrid("Neural Cleanse: reversed triggers (mask x pattern)", tuple(triggers)),
+                ImageGrid(
+                    "Neural Cleanse reversed triggers, mask x pattern "
+                    "(L1 norm, anomaly index i; * flagged)",
+                    tuple(triggers),
+                ),
             ),
             summary=(
                 f"Neural Cleanse: flagged {flagged}; largest anomaly index "

@@ -20,6 +20,7 @@ rule on it fails closed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -275,17 +276,33 @@ class MembershipFamily:
                 "membership inference needs known members: --aux members=PATH (examples from "
                 "the model's training data; the evaluation data must be held out)"
             )
+        wanted = list(dict.fromkeys(config.attacks))
+        unavailable: list[tuple[MembershipAttack, str]] = []
+        predict: Any = target.predict_proba
         if target.info.access is Access.LABELS:
-            raise AssessmentError(
-                "membership inference here needs scores; the target gives labels only"
-            )
+            # Labels only: the correctness ("gap") attack still runs on one-hot answers.
+            unavailable = [
+                (a, "needs scores; the target gives labels only")
+                for a in wanted
+                if a is not MembershipAttack.CORRECTNESS
+            ]
+            wanted = [a for a in wanted if a is MembershipAttack.CORRECTNESS]
+            if not wanted:
+                raise AssessmentError(
+                    "the target gives labels only: of the membership attacks, only "
+                    "'correctness' can run"
+                )
+            eye = np.eye(target.info.num_classes)
+
+            def predict(batch: Any) -> Any:
+                return eye[target.predict_labels(batch)]
+
         non_members = context.data
         count = config.members or len(non_members)
         members = members_data.subset(min(count, len(members_data)), context.seed)
         x = np.concatenate([members.x, non_members.x]).astype(np.float32)
         y = np.concatenate([members.y, non_members.y])
         is_member = np.concatenate([np.ones(len(members), bool), np.zeros(len(non_members), bool)])
-        wanted = list(dict.fromkeys(config.attacks))
         trainer, recipe = (None, "none")
         if any(a.needs_shadows for a in wanted):
             trainer, recipe = shadow_trainer(target, config)
@@ -296,7 +313,7 @@ class MembershipFamily:
             context.progress("membership shadow models", done, total)
 
         report = run_membership(
-            target.predict_proba,
+            predict,
             x,
             y,
             is_member,
@@ -311,6 +328,8 @@ class MembershipFamily:
             n_classes=target.info.num_classes,
             population=None if population is None else (population.x, population.y),
         )
+        if unavailable:
+            report = dataclasses.replace(report, skipped=(*report.skipped, *unavailable))
         metrics = self._metrics(report, config)
         return FamilyResult(
             family=self.name,
@@ -388,6 +407,13 @@ class MembershipFamily:
             "shadow_recipe": recipe,
             "executor": report.executor,
             "fixed_variance": report.fixed_variance,
+            "target_accuracy": {
+                "members": report.target_accuracy[0],
+                "non_members": report.target_accuracy[1],
+            },
+            "shadow_accuracy": None
+            if report.shadow_accuracy is None
+            else {"in": report.shadow_accuracy[0], "out": report.shadow_accuracy[1]},
             "attacks": [
                 {
                     "attack": r.attack.value,
@@ -407,8 +433,15 @@ class MembershipFamily:
         low = min(config.fpr)
         lines = [
             f"{report.members} members vs {report.non_members} non-members; "
-            f"{report.n_shadows} shadow models on {report.executor}"
+            f"{report.n_shadows} shadow models on {report.executor}",
+            f"target accuracy: members {report.target_accuracy[0]:.1%}, non-members "
+            f"{report.target_accuracy[1]:.1%}",
         ]
+        if report.shadow_accuracy is not None:
+            lines.append(
+                f"shadow accuracy: IN {report.shadow_accuracy[0]:.1%}, OUT "
+                f"{report.shadow_accuracy[1]:.1%} (should match the target's for LiRA to hold)"
+            )
         lines.extend(
             f"{r.attack.value}: TPR {r.summary.tpr_at_fpr[low]:.2%} at {low:g} FPR, "
             f"AUC {r.summary.auc:.3f}, balanced accuracy {r.summary.balanced_accuracy:.3f}"

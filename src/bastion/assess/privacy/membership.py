@@ -551,6 +551,10 @@ class MembershipReport:
         executor: where the shadows were trained.
         fixed_variance: whether LiRA pooled one variance.
         skipped: attacks not run, with the reason.
+        target_accuracy: the target's accuracy on ``(members, non-members)``.
+        shadow_accuracy: the shadows' mean accuracy on their ``(IN, OUT)`` candidates, or
+            None without shadows. Far from ``target_accuracy``, the shadows were not trained
+            like the target and the shadow-based figures understate (or distort) the leak.
     """
 
     results: tuple[MembershipAttackResult, ...]
@@ -560,6 +564,8 @@ class MembershipReport:
     executor: str
     fixed_variance: bool | None
     skipped: tuple[tuple[MembershipAttack, str], ...] = field(default=())
+    target_accuracy: tuple[float, float] = (math.nan, math.nan)
+    shadow_accuracy: tuple[float, float] | None = None
 
     def result(self, attack: MembershipAttack) -> MembershipAttackResult:
         """The figures of one attack.
@@ -687,6 +693,13 @@ def run_membership(
     for attack, scores in scored:
         curve = roc_curve(scores, members)
         results.append(MembershipAttackResult(attack, summarize_roc(curve, fprs), curve))
+    correct = target.argmax(axis=1) == labels
+    shadow_accuracy = None
+    if shadows is not None:
+        n = labels.size
+        right = shadows.probs[:, :n].argmax(axis=2) == labels[None, :]
+        keep = shadows.keep[:, :n]
+        shadow_accuracy = (float(right[keep].mean()), float(right[~keep].mean()))
     lowest = min(fprs)
     results.sort(key=lambda r: (-r.summary.tpr_at_fpr[lowest], -r.summary.auc))
     return MembershipReport(
@@ -697,4 +710,6 @@ def run_membership(
         executor=shadows.executor if shadows is not None else "none",
         fixed_variance=used_fixed,
         skipped=tuple(skipped),
+        target_accuracy=(float(correct[members].mean()), float(correct[~members].mean())),
+        shadow_accuracy=shadow_accuracy,
     )
