@@ -43,7 +43,7 @@ lock: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
 	$(BIN)/pip freeze --exclude-editable | grep -v '^bastion' \
-	  | sed -E 's|^([A-Za-z0-9_.-]+) @ file://.*/[A-Za-z0-9_.]+-([0-9][^-]*)-.*|\1==\2|' > requirements.lock
+	  | sed -E 's|^([A-Za-z0-9_.-]+) @ file://.*/[A-Za-z0-9_.]+-([0-9][^-%+]*)[-%+].*|\1==\2|' > requirements.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
