@@ -378,9 +378,10 @@ def _scan_path(
 ) -> FileResult:
     """Open and scan one file.
 
-    In a worker the file is mapped (read lazily, never copied). In this process (the small
-    single-file fast path) it is read into memory instead, so a file truncated under the scan
-    cannot raise SIGBUS here, and native parsers are refused (:class:`NeedsIsolation`).
+    A large file is mapped in a worker (read lazily, never copied); a small one, and any file
+    in this process (the single-file fast path), is read into memory instead, so a file
+    truncated under the scan cannot raise SIGBUS here. In this process native parsers are
+    refused (:class:`NeedsIsolation`).
     """
     try:
         info = Path(path).stat() if follow else Path(path).lstat()
@@ -416,7 +417,7 @@ def _scan_path(
             )
             return _verdict(path, UNKNOWN_FORMAT, (finding,), fail_on, size=size)
         try:
-            if in_process:
+            if in_process or size <= _READ_MAX_BYTES:
                 mapped: mmap.mmap | bytes = _read_all(fd, size)
             else:
                 mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
@@ -443,6 +444,10 @@ def _scan_path(
         if isinstance(mapped, mmap.mmap):
             with contextlib.suppress(BufferError):
                 mapped.close()
+
+
+#: Files up to this size are read rather than mapped: cheaper than mapping and unmapping.
+_READ_MAX_BYTES = 4 * 2**20
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -519,14 +524,23 @@ def _vm_data() -> int:
     return 0
 
 
+#: Tasks handed to a worker ahead of the one it is on, so it never waits for the parent.
+_PREFETCH = 2
+
+
 @dataclass
 class _Worker:
     pid: int
     tasks: int  # write end: task lines to the worker
     results: int  # read end: result lines from the worker
     buffer: bytearray = field(default_factory=bytearray)
-    busy: int | None = None  # index of the task in hand
-    started: float = 0.0
+    queue: deque[int] = field(default_factory=deque)  # tasks sent; the first is in hand
+    started: float = 0.0  # when the task in hand started
+
+    @property
+    def busy(self) -> int | None:
+        """The index of the task in hand, if any."""
+        return self.queue[0] if self.queue else None
 
 
 class _Pool:
@@ -596,9 +610,10 @@ class _Pool:
 
     def send(self, worker: _Worker, index: int, target: ScanTarget) -> None:
         line = json.dumps({"i": index, "path": target.path, "follow": target.follow}) + "\n"
-        worker.busy = index
-        worker.started = time.monotonic()
         _write_all(worker.tasks, line.encode())
+        worker.queue.append(index)
+        if len(worker.queue) == 1:
+            worker.started = time.monotonic()
 
     def close(self) -> None:
         """Stop every worker: idle ones leave at the end of their task pipe, busy ones are
@@ -743,42 +758,59 @@ def _run_pool(
 ) -> None:
     pending = deque(indices)
     pool = _Pool(settings, fail_on, workers)
+
+    def lost(worker: _Worker, status: int | None, *, timed_out: bool, in_hand: bool = True) -> None:
+        """A worker is gone: its task in hand fails, the tasks queued behind it go back."""
+        index = worker.queue.popleft() if worker.queue and in_hand else None
+        pending.extendleft(reversed(worker.queue))
+        worker.queue.clear()
+        if index is not None:
+            path = targets[index].path
+            finding = _died(path, status, timed_out=timed_out, settings=settings)
+            on_result(index, _verdict(path, UNKNOWN_FORMAT, (finding,), fail_on))
+
     try:
-        while pending or any(w.busy is not None for w in pool.workers):
-            idle = [w for w in pool.workers if w.busy is None]
-            while pending and (idle or len(pool.workers) < pool.size):
-                worker = idle.pop() if idle else pool.spawn()
-                index = pending.popleft()
-                try:
-                    pool.send(worker, index, targets[index])
-                except OSError:  # it died between tasks: replace it, keep the file
-                    worker.busy = None
-                    pool.retire(worker, kill=True)
-                    pending.appendleft(index)
-            busy = [w for w in pool.workers if w.busy is not None]
+        while pending or any(w.queue for w in pool.workers):
+            while pending and len(pool.workers) < pool.size:
+                _assign(pool, pool.spawn(), pending, targets, lost)
+            for worker in list(pool.workers):
+                while pending and worker in pool.workers and len(worker.queue) < _PREFETCH:
+                    _assign(pool, worker, pending, targets, lost)
+            busy = [w for w in pool.workers if w.queue]
             now = time.monotonic()
             wait = max(0.0, min(w.started + pool.hard_limit for w in busy) - now) if busy else 0
             for key, _ in pool.selector.select(timeout=wait):
-                worker = key.data
-                _drain(pool, worker, targets, settings, on_result)
+                _drain(pool, key.data, on_result, lost)
             now = time.monotonic()
-            for worker in [w for w in pool.workers if w.busy is not None]:
-                late = worker.busy
-                if late is not None and now > worker.started + pool.hard_limit:
+            for worker in [w for w in pool.workers if w.queue]:
+                if now > worker.started + pool.hard_limit:
                     status = pool.retire(worker, kill=True)
-                    path = targets[late].path
-                    finding = _died(path, status, timed_out=True, settings=settings)
-                    on_result(late, _verdict(path, UNKNOWN_FORMAT, (finding,), fail_on))
+                    lost(worker, status, timed_out=True)
     finally:
         pool.close()
+
+
+def _assign(
+    pool: _Pool,
+    worker: _Worker,
+    pending: deque[int],
+    targets: Sequence[ScanTarget],
+    lost: Callable[..., None],
+) -> None:
+    index = pending.popleft()
+    try:
+        pool.send(worker, index, targets[index])
+    except OSError:  # it died between tasks: replace it, keep the file
+        pending.appendleft(index)
+        status = pool.retire(worker, kill=True)
+        lost(worker, status, timed_out=False)
 
 
 def _drain(
     pool: _Pool,
     worker: _Worker,
-    targets: Sequence[ScanTarget],
-    settings: ScanSettings,
     on_result: Callable[[int, FileResult], None],
+    lost: Callable[..., None],
 ) -> None:
     try:
         chunk = os.read(worker.results, 1 << 16)
@@ -790,19 +822,19 @@ def _drain(
             line, _, rest = bytes(worker.buffer).partition(b"\n")
             worker.buffer = bytearray(rest)
             message = json.loads(line)
-            worker.busy = None
-            on_result(int(message["i"]), result_from_dict(message["result"]))
+            index = int(message["i"])
+            if index in worker.queue:
+                worker.queue.remove(index)
+            worker.started = time.monotonic()
+            on_result(index, result_from_dict(message["result"]))
             if message.get("leaving"):
                 pool.retire(worker, kill=False)
+                lost(worker, None, timed_out=False, in_hand=False)  # requeue the rest
                 return
         return
     # End of file: the worker is gone (it left on purpose after a heavy file, or it died).
-    index = worker.busy
     status = pool.retire(worker, kill=True)
-    if index is not None:
-        path = targets[index].path
-        finding = _died(path, status, timed_out=False, settings=settings)
-        on_result(index, _verdict(path, UNKNOWN_FORMAT, (finding,), pool.fail_on))
+    lost(worker, status, timed_out=False)
 
 
 # -- the single small file fast path -------------------------------------------------------

@@ -157,7 +157,10 @@ def _render_unsafe(console: Console, result: FileResult) -> None:
     console.print(
         Text.assemble(("UNSAFE ", "bold red"), (result.path, "bold"), f"  ({result.format})")
     )
+    notes = sum(1 for f in result.findings if f.severity is Severity.INFO)
     for finding in result.findings:
+        if finding.severity is Severity.INFO:
+            continue  # notes are in --format json
         where = finding.member or ""
         if finding.offset is not None:
             where = f"{where} @ {finding.offset}" if where else f"@ {finding.offset}"
@@ -176,3 +179,5 @@ def _render_unsafe(console: Console, result: FileResult) -> None:
         if finding.remediation:
             console.print(Text(f"      fix: {finding.remediation}", style="dim"))
         console.print(Text(f"      MITRE ATLAS {finding.atlas.value}", style="dim"))
+    if notes:
+        console.print(Text(f"  ({notes} informational note(s): --format json)", style="dim"))
