@@ -38,6 +38,8 @@ _TORCH_MAGIC_LE = _TORCH_MAGIC.to_bytes(10, "little")
 _TORCH_MAGIC_TEXT = str(_TORCH_MAGIC).encode()
 _LEGACY_PICKLES = 5
 _OPCODES = frozenset(ord(op.code) for op in pickletools.opcodes)
+#: GLOBAL, INST, STACK_GLOBAL, EXT1/2/4: without one of these bytes nothing gets imported.
+_IMPORTING_OPCODES = (b"c", b"i", b"\x93", b"\x82", b"\x83", b"\x84")
 #: A global as a pickle names one (text that merely starts with "c" names none).
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
@@ -75,7 +77,7 @@ def sniff_pickle(data: memoryview, offset: int = 0) -> bool:
     head = bytes(data[offset : offset + _SNIFF])
     if looks_like_pickle(head):
         return True
-    if head[0] not in _OPCODES:
+    if head[0] not in _OPCODES or not any(op in head for op in _IMPORTING_OPCODES):
         return False
     found = analyze_pickle(head, path="", allow_trailing=True).globals
     return any(_DOTTED.fullmatch(name) for name in found)
