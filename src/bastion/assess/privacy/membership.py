@@ -467,6 +467,31 @@ def shokri_scores(
         seed: seeds the attack models.
         min_per_class: the fewest IN (and OUT) rows for a class of its own.
     """
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    # Small attack models: OpenMP threads only add contention (and spin-waits on a busy host).
+    with threadpool_limits(1):
+        return _shokri_scores(
+            shadow_probs,
+            keep,
+            shadow_labels,
+            target_probs,
+            target_labels,
+            seed=seed,
+            min_per_class=min_per_class,
+        )
+
+
+def _shokri_scores(
+    shadow_probs: ArrayLike,
+    keep: ArrayLike,
+    shadow_labels: ArrayLike,
+    target_probs: ArrayLike,
+    target_labels: ArrayLike,
+    *,
+    seed: int,
+    min_per_class: int,
+) -> NDArray[np.float64]:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     sp = np.asarray(shadow_probs, dtype=np.float64)
