@@ -9,6 +9,7 @@ import pytest
 
 from bastion.assess.families.extraction import EXTRACTION, ExtractionConfig
 from bastion.assess.families.interface import RunContext
+from bastion.assess.targets.interface import Access, OutputKind, TargetInfo
 
 pytest.importorskip("torch")
 
@@ -52,3 +53,29 @@ def test_uniform_queries_and_config(sklearn_target: Any, flat_digits: Any) -> No
     assert result.details["attacker_inputs"] == 30
     with pytest.raises(ValueError, match="unknown answers"):
         ExtractionConfig.model_validate({"answers": ["everything"]})
+
+
+class _LabelsOnly:
+    """The logistic regression behind an API hardened to answer labels only."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.info = TargetInfo(
+            "remote", "labels", Access.LABELS, OutputKind.LABELS, tuple("0123456789")
+        )
+        self.domain = inner.domain
+        self.queries = inner.queries
+
+    def predict_labels(self, x: Any) -> Any:
+        return self.inner.predict_labels(x)
+
+
+def test_hardened_labels_only_api(sklearn_target: Any, flat_digits: Any) -> None:
+    config = ExtractionConfig(budgets=[100], answers=["probabilities", "label"], steps=100)
+    result = EXTRACTION.run(RunContext(_LabelsOnly(sklearn_target), flat_digits, seed=0), config)  # type: ignore[arg-type]
+    values = {(m.name, m.at): m.value for m in result.metrics}
+    assert math.isnan(values[("extraction.substitute_probabilities.fidelity", 100.0)])
+    assert values[("extraction.substitute_label.fidelity", 100.0)] > 0.5
+    assert math.isnan(values[("extraction.equation_solving.fidelity", 65.0)])
+    assert result.details["equation_solving"] == {"skipped": "the target gives labels only"}
+    assert any("not measured: probabilities" in line for line in result.summary)
