@@ -72,6 +72,8 @@ class MembershipConfig(BaseModel):
     )
     epochs: int = Field(default=30, ge=1, le=10_000, description="epochs of torch shadows")
     learning_rate: float = Field(default=1e-3, gt=0, description="Adam step of torch shadows")
+    batch_size: int = Field(default=64, ge=1, le=1_000_000, description="torch shadow batch")
+    weight_decay: float = Field(default=0.0, ge=0, description="torch shadow L2 penalty")
     fixed_variance: bool | None = Field(
         default=None, description="LiRA's pooled variance (default: below 32 shadows a side)"
     )
@@ -183,9 +185,7 @@ def shadow_trainer(target: Target, config: MembershipConfig) -> tuple[ShadowTrai
             net = getattr(model, "net", model)
             prefix = _normaliser(target.domain) if target.domain.normalised else None
             factory = ArchitectureFactory(net, prefix)
-            trainer = TorchShadowTrainer(
-                factory, epochs=config.epochs, learning_rate=config.learning_rate
-            )
+            trainer = _torch_trainer(factory, config)
             return trainer, f"retrained {type(net).__name__} (Adam, {config.epochs} epochs)"
         if config.shadow == "target":
             raise AssessmentError(
@@ -198,9 +198,18 @@ def shadow_trainer(target: Target, config: MembershipConfig) -> tuple[ShadowTrai
         lower=target.domain.lower,
         upper=target.domain.upper,
     )
-    return (
-        TorchShadowTrainer(factory_mlp, epochs=config.epochs, learning_rate=config.learning_rate),
-        "MLP (128 hidden units)",
+    return _torch_trainer(factory_mlp, config), "MLP (128 hidden units)"
+
+
+def _torch_trainer(factory: Any, config: MembershipConfig) -> TorchShadowTrainer:
+    # The recipe should mirror how the target was trained: LiRA's IN/OUT Gaussians describe
+    # models like the target only if they are trained like it (see the shadow accuracy line).
+    return TorchShadowTrainer(
+        factory,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
     )
 
 
