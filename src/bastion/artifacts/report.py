@@ -115,12 +115,19 @@ def report_summary(report: ScanReport, *, fail_on: Severity) -> dict[str, Any]:
     }
 
 
-def report_to_dict(report: ScanReport, *, fail_on: Severity) -> dict[str, Any]:
-    """The JSON document of ``bastion scan`` (without ``schema_version``)."""
-    return {
-        "results": [result_to_dict(r) for r in report.results],
-        "summary": report_summary(report, fail_on=fail_on),
-    }
+def report_to_dict(
+    report: ScanReport, *, fail_on: Severity, seconds: float = 0.0
+) -> dict[str, Any]:
+    """The JSON document of ``bastion scan`` (without ``schema_version``).
+
+    Args:
+        report: the scan's report.
+        fail_on: the severity the verdicts were made with.
+        seconds: how long the whole scan took (wall clock).
+    """
+    summary = report_summary(report, fail_on=fail_on)
+    summary["seconds"] = round(seconds, 3)
+    return {"results": [result_to_dict(r) for r in report.results], "summary": summary}
 
 
 def _uri(path: str) -> str:

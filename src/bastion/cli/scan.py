@@ -127,8 +127,7 @@ def run(ctx: Context) -> int:
     if ctx.format == "sarif":
         ctx.stdout.write(json.dumps(report_to_sarif(report, fail_on=fail_on), indent=2) + "\n")
     else:
-        payload = report_to_dict(report, fail_on=fail_on)
-        payload["summary"]["seconds"] = round(elapsed, 3)
+        payload = report_to_dict(report, fail_on=fail_on, seconds=elapsed)
         ctx.emit(payload, lambda console: _render(console, report, fail_on, elapsed))
     return 1 if failed else 0
 
