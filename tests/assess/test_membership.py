@@ -353,3 +353,41 @@ def test_inconsistent_inputs_are_rejected(split: Split, overfit_target: Logistic
         threshold_scores(np.full((2, 3), 1 / 3), [0, 3])
     with pytest.raises(AssessmentError, match="shapes disagree"):
         lira_scores(np.zeros(5), np.zeros((4, 6)), np.zeros((4, 6), bool))
+
+
+def test_lira_views_average_per_view_ratios(
+    split: Split, overfit_target: LogisticRegression, overfit_report: MembershipReport
+) -> None:
+    """Views that equal the inputs change nothing; real views (pixel shifts) are queried on
+    the target and on every shadow. This model never trained on shifted digits, so the
+    shifted views add noise rather than signal (views help when they are the training
+    augmentations, as in Carlini et al.): the attack still runs and stays above chance."""
+    x, y, members, _, _ = split
+    calls: list[int] = []
+
+    def counted(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return overfit_target.predict_proba(batch)
+
+    kwargs: dict[str, Any] = {
+        "attacks": [MembershipAttack.LIRA_ONLINE, MembershipAttack.LIRA_OFFLINE],
+        "trainer": SklearnShadowTrainer(_recipe()),
+        "n_shadows": 32,
+        "seed": 0,
+    }
+    same = run_membership(counted, x, y, members, views=[x.copy()], **kwargs)
+    assert calls == [1000, 1000]
+    for attack in (MembershipAttack.LIRA_ONLINE, MembershipAttack.LIRA_OFFLINE):
+        ours = same.result(attack).summary
+        plain = overfit_report.result(attack).summary
+        assert ours.auc == pytest.approx(plain.auc, abs=1e-12)
+        assert ours.tpr_at_fpr == pytest.approx(plain.tpr_at_fpr, abs=1e-12)
+
+    images = x.reshape(-1, 8, 8)
+    shifted = [np.roll(images, s, axis=a).reshape(len(x), -1) for a in (1, 2) for s in (1, -1)]
+    calls.clear()
+    report = run_membership(counted, x, y, members, views=shifted, **kwargs)
+    assert calls == [1000] * 5
+    assert report.result(MembershipAttack.LIRA_ONLINE).summary.auc > 0.52
+    with pytest.raises(AssessmentError, match="a view has shape"):
+        run_membership(overfit_target.predict_proba, x, y, members, views=[x[:5]], **kwargs)

@@ -133,3 +133,13 @@ def test_labels_only_target_runs_the_gap_attack(mlp_target: Any, digits: Any) ->
     assert "labels only" in reasons["loss"]
     with pytest.raises(AssessmentError, match="only 'correctness' can run"):
         MEMBERSHIP.run(context, MembershipConfig(attacks=["loss"]))
+
+
+def test_shifted_views_for_lira(mlp_target: Any, digits: Any) -> None:
+    config = MembershipConfig(
+        attacks=["lira_online"], shadows=2, epochs=1, views="shifts", fixed_variance=True
+    )
+    result = MEMBERSHIP.run(_context(mlp_target, digits, 40), config)
+    assert result.details["views"] == 5
+    assert result.queries == 80 * 5  # every candidate, in each of the five views
+    assert math.isfinite(next(m.value for m in result.metrics if m.name.endswith("auc")))

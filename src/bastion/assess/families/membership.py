@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bastion.assess.data import Dataset
 from bastion.assess.domain import InputDomain
 from bastion.assess.families.interface import CliOption, RunContext
+from bastion.assess.integrity.invariance import Transform, perturb
 from bastion.assess.parallel import make_executor
 from bastion.assess.plots import LineChart, Series
 from bastion.assess.privacy.membership import (
@@ -79,6 +80,11 @@ class MembershipConfig(BaseModel):
     )
     members: int | None = Field(
         default=None, ge=1, description="members used (default: as many as non-members)"
+    )
+    views: Literal["none", "shifts"] = Field(
+        default="none",
+        description="LiRA's extra queries per candidate: none, or the four one-pixel shifts "
+        "(use when the model was trained with shift augmentation)",
     )
     executor: str = Field(
         default="serial", description="where shadows train: serial, process[:N], ray[:ADDRESS]"
@@ -321,6 +327,20 @@ class MembershipFamily:
         def progress(done: int, total: int) -> None:
             context.progress("membership shadow models", done, total)
 
+        views = []
+        if config.views == "shifts":
+            domain = target.domain
+            if len(domain.shape) < 3:
+                raise AssessmentError(
+                    "views = 'shifts' needs image inputs (channels, rows, columns)"
+                )
+            views = perturb(
+                x,
+                Transform.SHIFT,
+                1,
+                (domain.lower, domain.upper),
+                channel_axis=domain.channel_axis % len(domain.shape),
+            )
         report = run_membership(
             predict,
             x,
@@ -336,6 +356,7 @@ class MembershipFamily:
             progress=progress,
             n_classes=target.info.num_classes,
             population=None if population is None else (population.x, population.y),
+            views=views,
         )
         if unavailable:
             report = dataclasses.replace(report, skipped=(*report.skipped, *unavailable))
@@ -343,7 +364,7 @@ class MembershipFamily:
         return FamilyResult(
             family=self.name,
             metrics=tuple(metrics),
-            details=self._details(report, recipe, members, non_members, population),
+            details=self._details(report, views, recipe, members, non_members, population),
             charts=(
                 LineChart(
                     "Membership inference ROC (log-log)",
@@ -401,6 +422,7 @@ class MembershipFamily:
     @staticmethod
     def _details(
         report: MembershipReport,
+        views: list[Any],
         recipe: str,
         members: Dataset,
         non_members: Dataset,
@@ -416,6 +438,7 @@ class MembershipFamily:
             "shadow_recipe": recipe,
             "executor": report.executor,
             "fixed_variance": report.fixed_variance,
+            "views": 1 + len(views),
             "target_accuracy": {
                 "members": report.target_accuracy[0],
                 "non_members": report.target_accuracy[1],

@@ -288,11 +288,13 @@ class _ShadowJob:
     x: NDArray[Any]
     y: NDArray[np.int64]
     n_classes: int
+    extra: NDArray[Any] | None = None
 
 
 def _train_one_shadow(job: _ShadowJob, item: tuple[int, NDArray[np.bool_]]) -> NDArray[np.float64]:
     seed, keep = item
-    return job.trainer.fit_predict(job.x[keep], job.y[keep], job.x, job.n_classes, seed)
+    query = job.x if job.extra is None else np.concatenate([job.x, job.extra])
+    return job.trainer.fit_predict(job.x[keep], job.y[keep], query, job.n_classes, seed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,11 +305,14 @@ class ShadowOutputs:
         keep: ``[n_models, n_examples]``, True where the candidate was in that shadow's data.
         probs: ``[n_models, n_examples, n_classes]`` float64 probabilities.
         executor: which executor trained them (for the report).
+        extra_probs: ``[n_models, n_extra, n_classes]``: answers on the extra queries (views
+            of the candidates), or None.
     """
 
     keep: NDArray[np.bool_]
     probs: NDArray[np.float64]
     executor: str
+    extra_probs: NDArray[np.float64] | None = None
 
 
 def train_shadows(
@@ -320,8 +325,11 @@ def train_shadows(
     seed: int = 0,
     executor: Executor | None = None,
     progress: Progress | None = None,
+    extra_queries: NDArray[Any] | None = None,
 ) -> ShadowOutputs:
     """Train ``n_shadows`` shadow models on balanced random halves of ``(x, y)``.
+
+    Each shadow answers on all of ``x`` and on ``extra_queries`` (never trained on).
 
     Each shadow has its own seed from ``numpy.random.SeedSequence(seed)``, so the outputs do
     not depend on the executor or on the order tasks finish in.
@@ -335,9 +343,20 @@ def train_shadows(
     items = [(int(s.generate_state(1)[0] & 0x7FFFFFFF), keep[i]) for i, s in enumerate(model_seeds)]
     runner = executor or SerialExecutor()
     logger.info("training %d shadow models on %s", n_shadows, runner.name)
-    job = _ShadowJob(trainer=trainer, x=np.asarray(x), y=labels, n_classes=n_classes)
-    outputs = runner.map(_train_one_shadow, job, items, progress)
-    return ShadowOutputs(keep=keep, probs=np.stack(outputs), executor=runner.name)
+    job = _ShadowJob(
+        trainer=trainer,
+        x=np.asarray(x),
+        y=labels,
+        n_classes=n_classes,
+        extra=None if extra_queries is None else np.asarray(extra_queries),
+    )
+    outputs = np.stack(runner.map(_train_one_shadow, job, items, progress))
+    return ShadowOutputs(
+        keep=keep,
+        probs=outputs[:, : labels.size],
+        executor=runner.name,
+        extra_probs=None if extra_queries is None else outputs[:, labels.size :],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -625,6 +644,7 @@ def run_membership(
     progress: Progress | None = None,
     n_classes: int | None = None,
     population: tuple[NDArray[Any], ArrayLike] | None = None,
+    views: Sequence[NDArray[Any]] = (),
 ) -> MembershipReport:
     """Run membership-inference attacks against a target on known members and non-members.
 
@@ -646,6 +666,12 @@ def run_membership(
         population: more labelled data from the same distribution, neither candidates nor
             known to be members: the shadows train on balanced halves of the candidates and
             this population together (more data per shadow, closer to the target's recipe).
+        views: further versions of the candidates (same shape as ``x``: shifted or flipped
+            copies, say). LiRA then queries the target and every shadow on each view and
+            averages the per-view likelihood ratios (Carlini et al. 2022, section VI-A:
+            augmented queries raise the TPR at low FPR when they are the augmentations the
+            model was trained with; other views only add noise). The other attacks use
+            ``x`` only.
 
     Raises:
         AssessmentError: inconsistent inputs, or a shadow model could not be trained.
@@ -662,6 +688,11 @@ def run_membership(
         raise AssessmentError(
             f"the target answered {target.shape}, expected {(labels.size, classes)}"
         )
+    for view in views:
+        if np.shape(view) != np.shape(x):
+            raise AssessmentError(
+                f"a view has shape {np.shape(view)}, not the inputs' {np.shape(x)}"
+            )
     wanted = list(dict.fromkeys(MembershipAttack(a) for a in attacks))
     if not wanted:
         raise AssessmentError("no membership attack was requested")
@@ -694,10 +725,20 @@ def run_membership(
             seed=seed,
             executor=executor,
             progress=progress,
+            extra_queries=np.concatenate([np.asarray(v) for v in views]) if views else None,
         )
         n = labels.size
-        target_phi = logit_confidence(target, labels)
-        shadow_phi = np.stack([logit_confidence(p[:n], labels) for p in shadows.probs])
+        target_views = [target] + [
+            np.asarray(predict_proba(np.asarray(v)), dtype=np.float64) for v in views
+        ]
+        target_phi = np.stack([logit_confidence(p, labels) for p in target_views], axis=1)
+        shadow_views = [shadows.probs[:, :n]]
+        if shadows.extra_probs is not None:
+            shadow_views += np.split(shadows.extra_probs, len(views), axis=1)
+        shadow_phi = np.stack(
+            [np.stack([logit_confidence(p, labels) for p in view]) for view in shadow_views],
+            axis=2,
+        )
         per_side = n_shadows // 2
         used_fixed = per_side < FIXED_VARIANCE_BELOW if fixed_variance is None else fixed_variance
         for attack in shadow_attacks:
