@@ -98,6 +98,7 @@ def test_task_errors_become_assessment_errors() -> None:
         ("serial", "serial"),
         ("process:3", "process:3"),
         ("ray", "ray:local"),
+        ("auto", "ray:local"),  # Ray is installed with the dev extra
         ("ray:auto", "ray:auto"),
         ("ray:ray://head:10001", "ray:ray://head:10001"),
     ],

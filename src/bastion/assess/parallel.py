@@ -19,6 +19,7 @@ modules.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import logging
 import multiprocessing
 import os
@@ -254,14 +255,17 @@ def make_executor(spec: str | None) -> Executor:
     """An executor from a short spec, as given on the command line or in the config.
 
     ``None``/``"serial"``: one process. ``"process"`` or ``"process:N"``: a local pool.
-    ``"ray"``: a local Ray instance. ``"ray:ADDRESS"`` (``"ray:auto"``,
-    ``"ray:ray://head:10001"``): a Ray cluster.
+    ``"ray"``: Ray: a local instance, or the cluster that ``RAY_ADDRESS`` names (Ray's own
+    convention). ``"ray:ADDRESS"`` (``"ray:auto"``, ``"ray:ray://head:10001"``): that cluster.
+    ``"auto"``: ``"ray"`` when Ray is installed, else ``"serial"``.
 
     Raises:
         AssessmentError: the spec is not one of these.
     """
     if spec is None or spec == "serial":
         return SerialExecutor()
+    if spec == "auto":
+        return RayExecutor() if importlib.util.find_spec("ray") is not None else SerialExecutor()
     kind, _, rest = spec.partition(":")
     if kind == "process":
         if not rest:
@@ -271,4 +275,4 @@ def make_executor(spec: str | None) -> Executor:
         return ProcessExecutor(workers=int(rest))
     if kind == "ray":
         return RayExecutor(address=rest or None)
-    raise AssessmentError(f"unknown executor {spec!r} (serial, process[:N], ray[:ADDRESS])")
+    raise AssessmentError(f"unknown executor {spec!r} (auto, serial, process[:N], ray[:ADDRESS])")

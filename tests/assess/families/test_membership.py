@@ -34,7 +34,7 @@ def _context(target: Any, digits: Any, n: int = 120) -> RunContext:
 
 
 def test_runs_every_attack_with_the_targets_own_architecture(mlp_target: Any, digits: Any) -> None:
-    config = MembershipConfig(shadows=4, epochs=3)
+    config = MembershipConfig(shadows=4, epochs=3, executor="serial")
     seen: list[tuple[str, int, int]] = []
     context = _context(mlp_target, digits)
     context = RunContext(
@@ -50,6 +50,7 @@ def test_runs_every_attack_with_the_targets_own_architecture(mlp_target: Any, di
         assert strongest == max(v for (n, a), v in tpr.items() if a == fpr)
     assert result.details["members"] == result.details["non_members"] == 120
     assert result.details["shadow_recipe"].startswith("retrained Sequential")
+    assert result.details["executor"] == "serial"
     assert result.queries >= 240  # the target answered every candidate
     assert seen[-1] == ("membership shadow models", 4, 4)
     (chart,) = result.charts
@@ -137,7 +138,12 @@ def test_labels_only_target_runs_the_gap_attack(mlp_target: Any, digits: Any) ->
 
 def test_shifted_views_for_lira(mlp_target: Any, digits: Any) -> None:
     config = MembershipConfig(
-        attacks=["lira_online"], shadows=2, epochs=1, views="shifts", fixed_variance=True
+        attacks=["lira_online"],
+        shadows=2,
+        epochs=1,
+        views="shifts",
+        fixed_variance=True,
+        executor="serial",
     )
     result = MEMBERSHIP.run(_context(mlp_target, digits, 40), config)
     assert result.details["views"] == 5

@@ -5,7 +5,10 @@ known members (the ``--aux members=PATH`` dataset: examples from the model's tra
 known non-members (the evaluation data, which must be held out). Shadow models are trained
 with the target's own recipe when bastion can read it (a scikit-learn estimator is cloned; a
 PyTorch architecture is re-initialised and retrained), else with an MLP (``shadow = "mlp"``),
-on balanced halves of the candidates plus the optional ``--aux population=PATH`` data.
+on balanced halves of the candidates plus the optional ``--aux population=PATH`` data. They
+train through :func:`bastion.assess.parallel.make_executor`: by default on Ray when it is
+installed (a local instance, or the cluster ``RAY_ADDRESS`` names), else in this process;
+``executor = "serial"`` avoids Ray's start-up for small jobs.
 
 Metrics, per attack ``<a>`` in ``loss``, ``confidence``, ``correctness``, ``shadow``,
 ``lira_online``, ``lira_offline``, and ``strongest`` (the maximum over the attacks run):
@@ -87,7 +90,9 @@ class MembershipConfig(BaseModel):
         "(use when the model was trained with shift augmentation)",
     )
     executor: str = Field(
-        default="serial", description="where shadows train: serial, process[:N], ray[:ADDRESS]"
+        default="auto",
+        description="where shadows train: auto (Ray when installed: a local instance, or the "
+        "cluster RAY_ADDRESS names), serial, process[:N], ray, ray:ADDRESS",
     )
 
     @field_validator("attacks", "fpr", mode="before")
@@ -267,7 +272,8 @@ class MembershipFamily:
         CliOption(
             "--executor",
             "executor",
-            "where shadows train: serial, process[:N], ray, ray:ADDRESS",
+            "where shadows train: auto (default: Ray if installed), serial, process[:N], ray, "
+            "ray:ADDRESS",
             metavar="SPEC",
         ),
     )
