@@ -8,34 +8,33 @@ with ``--debug``).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from types import ModuleType
 
 from bastion import __version__
-from bastion.cli import assess as assess_cmd
-from bastion.cli import demo as demo_cmd
-from bastion.cli import init as init_cmd
-from bastion.cli import log as log_cmd
-from bastion.cli import scan as scan_cmd
-from bastion.cli import signing as signing_cmd
 from bastion.cli.context import Context
 from bastion.errors import BastionError, VerificationError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-#: The command modules, in help order. Each has ``register(subparsers)`` which adds its
-#: parsers and sets ``handler(ctx) -> int`` as a default.
-COMMANDS: tuple[ModuleType, ...] = (
-    init_cmd,
-    demo_cmd,
-    scan_cmd,
-    signing_cmd,
-    log_cmd,
-    assess_cmd,
-)
+#: Every command, in help order: name -> (module whose ``register(subparsers)`` adds it and
+#: sets ``handler(ctx) -> int``, one-line help). A module may register several commands
+#: (``signing`` adds keygen, sign and verify). Only the module of the command being run is
+#: imported, so ``bastion scan`` does not pay for torch (``assess``) or SQLAlchemy; ``--help``
+#: and an unknown command import them all.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("bastion.cli.init", "create the workspace (.bastion/ or $BASTION_HOME)"),
+    "demo": ("bastion.cli.demo", "the whole lifecycle on the bundled example model"),
+    "scan": ("bastion.cli.scan", "static scan of model files; never deserializes them"),
+    "keygen": ("bastion.cli.signing", "create a signing key pair (PREFIX.key, PREFIX.pub)"),
+    "sign": ("bastion.cli.signing", "sign a model file or folder, with provenance"),
+    "verify": ("bastion.cli.signing", "verify a model against its signature"),
+    "log": ("bastion.cli.log", "the audit log: show, verify, checkpoint"),
+    "assess": ("bastion.cli.assess", "red-team assessment of a model against a policy"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,8 +43,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"bastion: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (used by ``main`` and by the docs)."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: complete for ``command`` (every command when None).
+
+    Commands other than ``command`` get a parser with their help line only: enough for
+    ``bastion --help`` and for argparse's "invalid choice" message.
+    """
     parser = _Parser(
         prog="bastion",
         description="Defense in depth for machine-learning systems.",
@@ -54,16 +57,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module in COMMANDS:
-        module.register(subparsers)
+    modules = dict.fromkeys(
+        module for name, (module, _) in COMMANDS.items() if command in (None, name)
+    )
+    registered: set[str] = set()
+    for module in modules:
+        before = set(subparsers.choices)
+        importlib.import_module(module).register(subparsers)
+        registered |= set(subparsers.choices) - before
+    for name, (_, help_line) in COMMANDS.items():
+        if name not in registered:
+            subparsers.add_parser(name, help=help_line)
+    # Keep help order as in COMMANDS whichever modules were imported.
+    choices = subparsers._choices_actions  # argparse keeps the help order here
+    order = list(COMMANDS)
+    choices.sort(key=lambda a: order.index(a.dest) if a.dest in order else len(order))
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (its first word not an option), if it is a known one."""
+    for word in argv:
+        if word in ("-h", "--help"):
+            return None
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code (the console script exits with it)."""
-    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(arguments))
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(arguments)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     debug = bool(args.debug)

@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion.config import Settings, default_toml, load_settings
-from bastion.core.audit import AUDIT_HEAD_NAME, AuditLog
 from bastion.core.keys import (
     KeyAlgorithm,
     PrivateKey,
@@ -36,8 +36,13 @@ from bastion.core.keys import (
     load_public_key,
     write_keypair,
 )
-from bastion.core.storage import Database, open_database, sqlite_url
 from bastion.errors import WorkspaceError
+
+if TYPE_CHECKING:
+    # The database layer (SQLAlchemy) is imported when a database is first opened, not at
+    # start-up: `bastion scan` and `bastion verify` without a workspace never need it.
+    from bastion.core.audit import AuditLog
+    from bastion.core.storage import Database
 
 __all__ = [
     "CONFIG_NAME",
@@ -113,11 +118,15 @@ class Workspace:
 
     @property
     def database_url(self) -> str:
+        from bastion.core.storage import sqlite_url
+
         return self.settings.database_url or sqlite_url(self.root / DATABASE_NAME)
 
     @cached_property
     def database(self) -> Database:
         """The workspace database, migrated to this bastion's schema on first use."""
+        from bastion.core.storage import open_database
+
         return open_database(self.database_url)
 
     def signing_key(self) -> PrivateKey:
@@ -139,6 +148,8 @@ class Workspace:
         ``BASTION_KEY_PASSPHRASE`` then, not for every append); the latest checkpoint is
         also kept in ``audit.head`` in this folder.
         """
+        from bastion.core.audit import AUDIT_HEAD_NAME, AuditLog
+
         return AuditLog(
             self.database,
             actor=self.actor(),
