@@ -215,7 +215,12 @@ class RayExecutor:
             return []
         started = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            # Ray must not configure logging (the CLI does) nor print its workers' logs.
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "configure_logging": False,
+            }
             if self.address is None:
                 kwargs["num_cpus"] = self.num_cpus
             try:
