@@ -16,8 +16,10 @@ point still standing: one query per standing point per iteration, plus one for t
 Inputs of shape ``(C, H, W)`` (or ``(H, W)``) get square windows; flat inputs ``(d,)`` get
 contiguous windows of ``p * d`` features and a random +-eps start per feature.
 
-Defaults: ``max_queries = 1000`` per point, ``p_init = 0.1`` (the paper uses 0.05 on
-ImageNet-sized inputs; small inputs need larger windows), ``restarts = 1``.
+Defaults: ``max_queries = 1000`` per point, ``p_init = 0.8`` (the authors' setting for
+MNIST-sized inputs, and ART's default; the paper uses 0.05 for ImageNet with 10,000-query
+budgets: set it lower for large images), ``restarts = 1``. On 28x28 digits with 250 queries,
+p_init 0.8 left 16% robust accuracy where 0.05 left 74%.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class SquareAttack:
     access = Access.SCORES
     bounded = True
 
-    def __init__(self, *, max_queries: int = 1000, p_init: float = 0.1, restarts: int = 1):
+    def __init__(self, *, max_queries: int = 1000, p_init: float = 0.8, restarts: int = 1):
         self.max_queries = max_queries
         self.p_init = p_init
         self.restarts = restarts
@@ -186,7 +188,7 @@ class SquareOptions(BaseModel):
     eps: list[float | str] | None = None
     norm: Literal[Norm.LINF] = Norm.LINF
     max_queries: int = Field(default=1000, ge=1, le=1_000_000)
-    p_init: float = Field(default=0.1, gt=0, le=1)
+    p_init: float = Field(default=0.8, gt=0, le=1)
     restarts: int = Field(default=1, ge=1, le=100)
 
     def build(self) -> SquareAttack:
