@@ -137,6 +137,11 @@ class SklearnTarget:
     def queries(self) -> QueryCounter:
         return self._queries
 
+    @property
+    def estimator(self) -> Any:
+        """The estimator itself (read it, do not query it: its calls are not counted)."""
+        return self._estimator
+
     def _flat(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         batch = self._domain.preprocess(check_batch(self._domain, x))
         return batch.reshape(batch.shape[0], -1)
