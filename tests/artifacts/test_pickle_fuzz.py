@@ -14,6 +14,7 @@ Longer runs: ``scripts/fuzz_pickle.py`` (atheris).
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 import pickletools
@@ -22,15 +23,14 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.artifacts.findings import Finding, Severity
 from bastion.artifacts.pickle_scan import PickleLimits, analyze_pickle, looks_like_pickle
 
-torch = pytest.importorskip("torch")
-joblib = pytest.importorskip("joblib")
+torch = importlib.import_module("torch")
+joblib = importlib.import_module("joblib")
 
 
 def _seeds() -> list[bytes]:

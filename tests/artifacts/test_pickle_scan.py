@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import importlib
 import io
 import pickle
 import re
@@ -33,8 +34,8 @@ from bastion.artifacts.pickle_scan import (
     looks_like_pickle,
 )
 
-torch = pytest.importorskip("torch")
-joblib = pytest.importorskip("joblib")
+torch = importlib.import_module("torch")
+joblib = importlib.import_module("joblib")
 
 # -- builders (fickling test_bypasses style: every opcode spelt out) --
 PROTO4 = pickle.PROTO + b"\x04"

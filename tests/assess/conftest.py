@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from numpy.typing import NDArray
 
 from bastion.assess.domain import InputDomain
 
-torch = pytest.importorskip("torch")
+torch = importlib.import_module("torch")
 
 Digits = tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]
 

@@ -3,6 +3,7 @@ minimum-norm curves, and the projection that keeps a faulty attack honest."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from bastion.assess.families.evasion import EvasionConfig, _project
 from bastion.assess.targets.sklearn_target import SklearnTarget
 from bastion.errors import AssessmentError
 
-pytest.importorskip("torch")
+importlib.import_module("torch")
 
 
 def _data(flat_digits: Dataset, n: int = 60) -> Dataset:

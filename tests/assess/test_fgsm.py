@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -11,12 +12,12 @@ from bastion.assess.attacks import FGSM
 from bastion.assess.domain import InputDomain
 from bastion.assess.targets.torch_target import TorchTarget
 
-torch = pytest.importorskip("torch")
+torch = importlib.import_module("torch")
 
 
 @pytest.mark.parametrize("eps", [0.05, 0.2])
 def test_identical_to_torchattacks(cnn_module: Any, cnn_target: Any, digits: Any, eps: float):
-    torchattacks = pytest.importorskip("torchattacks")
+    torchattacks = importlib.import_module("torchattacks")
     x, y = digits[2][:300], digits[3][:300]
     ours = FGSM().perturb(cnn_target, x, y, eps, rng=np.random.default_rng(0))
     reference = torchattacks.FGSM(cnn_module, eps=eps)(torch.from_numpy(x), torch.from_numpy(y))
@@ -26,8 +27,8 @@ def test_identical_to_torchattacks(cnn_module: Any, cnn_target: Any, digits: Any
 
 
 def test_identical_to_art(mlp_module: Any, mlp_target: Any, digits: Any):
-    art_classification = pytest.importorskip("art.estimators.classification")
-    art_evasion = pytest.importorskip("art.attacks.evasion")
+    art_classification = importlib.import_module("art.estimators.classification")
+    art_evasion = importlib.import_module("art.attacks.evasion")
     x, y = digits[2][:300], digits[3][:300]
     estimator = art_classification.PyTorchClassifier(
         mlp_module,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from bastion.assess.integrity.invariance import Transform, perturb, run_invariance
 from bastion.errors import AssessmentError
 
-torch = pytest.importorskip("torch")
+torch = importlib.import_module("torch")
 
 
 def _labels(model: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ from bastion.assess.targets import TargetOptions, open_target
 from bastion.assess.targets.interface import Access, OutputKind
 from bastion.errors import AssessmentError
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+onnx = importlib.import_module("onnx")
+importlib.import_module("onnxruntime")
 
 IMAGE = InputDomain((1, 8, 8), 0.0, 1.0)
 

@@ -3,6 +3,7 @@ self-contained and escaped, the Markdown summary fits a pull-request comment."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from html.parser import HTMLParser
 from importlib.resources import files
@@ -20,7 +21,7 @@ from bastion.assess.report import to_html, to_json_document, to_markdown, write_
 from bastion.assess.runner import Assessment, run_assessment
 from bastion.errors import AssessmentError
 
-pytest.importorskip("torch")
+importlib.import_module("torch")
 
 HOSTILE = "<script>alert(1)</script>"
 

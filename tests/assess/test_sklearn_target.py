@@ -3,6 +3,7 @@ MLP models (so gradient attacks run), black box for the rest."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from bastion.assess.targets.interface import Access, OutputKind
 from bastion.assess.targets.sklearn_target import SklearnTarget
 from bastion.errors import AssessmentError
 
-torch = pytest.importorskip("torch")
+torch = importlib.import_module("torch")
 DOMAIN = InputDomain((64,), 0.0, 1.0)
 
 

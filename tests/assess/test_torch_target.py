@@ -3,6 +3,7 @@ probability outputs, query counting and budgets."""
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from bastion.assess.targets.interface import Access, OutputKind, QueryBudgetErro
 from bastion.assess.targets.torch_target import TorchTarget
 from bastion.errors import AssessmentError
 
-torch = pytest.importorskip("torch")
+torch = importlib.import_module("torch")
 
 FACTORY = """
 import torch

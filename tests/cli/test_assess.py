@@ -3,6 +3,7 @@ and the audit-log record linked to the model's digest."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from importlib.resources import files
@@ -15,7 +16,7 @@ import pytest
 
 from bastion.core.workspace import Workspace
 
-torch = pytest.importorskip("torch")
+torch = importlib.import_module("torch")
 
 Cli = Callable[..., Any]
 

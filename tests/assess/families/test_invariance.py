@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
-
-import pytest
 
 from bastion.assess.data import Dataset
 from bastion.assess.families.interface import RunContext
 from bastion.assess.families.invariance import INVARIANCE, InvarianceConfig
 
-pytest.importorskip("torch")
+importlib.import_module("torch")
 
 
 def test_images(mlp_target: Any, digits: Any) -> None:
