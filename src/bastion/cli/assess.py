@@ -65,7 +65,7 @@ def register(subparsers: Any) -> None:
                 kwargs["action"] = "store_true"
                 kwargs["default"] = None
             else:
-                kwargs["metavar"] = option.metavar
+                kwargs["metavar"] = option.metavar or option.field.upper()
                 if option.choices:
                     kwargs["choices"] = option.choices
                 if option.multiple:

@@ -142,7 +142,7 @@ class TorchTarget:
             raise AssessmentError("a PyTorch target must return scores, not labels")
         self._model = CountedModule(
             module, domain, self._queries, log_output=self._output is OutputKind.PROBABILITIES
-        )
+        ).to(self._device)
         count = int(probe.shape[1])
         names = class_names(classes, count)
         if len(names) != count:
