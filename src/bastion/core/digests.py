@@ -63,6 +63,11 @@ CHUNK_BYTES = 1 << 20
 #: Files at least this large are hashed by BLAKE3's own thread pool in whole-file mode.
 _BLAKE3_THREADED_BYTES = 16 << 20
 
+#: Bytes per read when BLAKE3's thread pool hashes them: each update is split across threads,
+#: so a larger piece pays the split once per 4 MiB (measured: 1 MiB 3.2 GB/s, 4 MiB 4.2 GB/s,
+#: 16 MiB 3.0 GB/s on 2 cores).
+_BLAKE3_THREADED_CHUNK_BYTES = 4 << 20
+
 #: Progress is reported at most once per this many bytes per task.
 _PROGRESS_BYTES = 16 << 20
 
@@ -186,11 +191,13 @@ class _Engine:
         self.progress = progress
         self._local = threading.local()
 
-    def _buffer(self) -> memoryview:
-        view: memoryview | None = getattr(self._local, "view", None)
+    def _buffer(self, size: int) -> memoryview:
+        views: dict[int, memoryview] | None = getattr(self._local, "views", None)
+        if views is None:
+            views = self._local.views = {}
+        view = views.get(size)
         if view is None:
-            view = memoryview(bytearray(CHUNK_BYTES))
-            self._local.view = view
+            view = views[size] = memoryview(bytearray(size))
         return view
 
     def run(self, request: DigestRequest, task: _Task) -> bytes:
@@ -202,13 +209,14 @@ class _Engine:
         ):
             threads = self.workers
         hasher = _new_hasher(self.algorithm, threads)
-        buffer = self._buffer()
+        chunk = _BLAKE3_THREADED_CHUNK_BYTES if threads > 1 else CHUNK_BYTES
+        buffer = self._buffer(chunk)
         fd = request.open()
         try:
             offset = task.start
             unreported = 0
             while offset < task.end:
-                want = min(CHUNK_BYTES, task.end - offset)
+                want = min(chunk, task.end - offset)
                 got = os.preadv(fd, [buffer[:want]], offset)
                 if got == 0:
                     raise _SizeChangedError(f"file shrank while hashing (ended at byte {offset})")
