@@ -76,8 +76,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _command_of(argv: Sequence[str]) -> str | None:
-    """The command named in ``argv`` (its first word not an option), if it is a known one."""
+    """The command named in ``argv`` (its first word not an option), if it is a known one.
+
+    ``--version`` needs no command module (""), ``--help`` needs them all (None).
+    """
     for word in argv:
+        if word == "--version":
+            return ""
         if word in ("-h", "--help"):
             return None
         if not word.startswith("-"):
