@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bastion.core.workspace import Workspace, find_workspace
+from bastion.errors import WorkspaceError
 
 __all__ = ["SCHEMA_VERSION", "Context", "add_format_option"]
 
@@ -60,6 +61,14 @@ class Context:
         if self._workspace is None:
             self._workspace = find_workspace(self.cwd, self.environ)
         return self._workspace
+
+    def optional_workspace(self) -> Workspace | None:
+        """The workspace if there is one, else None: commands that work without one (scan,
+        sign, verify) still record audit events when one exists."""
+        try:
+            return self.workspace()
+        except WorkspaceError:
+            return None
 
     def close(self) -> None:
         if self._workspace is not None:

@@ -20,8 +20,8 @@ from bastion.artifacts.report import report_summary, report_to_dict, report_to_s
 from bastion.artifacts.scan import collect_targets, scan_targets
 from bastion.cli.context import Context, add_format_option
 from bastion.config import ScanSettings, load_settings
-from bastion.core.workspace import Workspace, find_workspace
-from bastion.errors import ConfigError, WorkspaceError
+from bastion.core.workspace import Workspace
+from bastion.errors import ConfigError
 
 __all__ = ["register", "run"]
 
@@ -70,15 +70,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _workspace(ctx: Context) -> Workspace | None:
-    try:
-        workspace = find_workspace(ctx.cwd, ctx.environ)
-    except WorkspaceError:
-        return None
-    ctx._workspace = workspace  # closed with the context
-    return workspace
-
-
 def _settings(ctx: Context, workspace: Workspace | None) -> ScanSettings:
     base = workspace.settings.scan if workspace else load_settings(None, ctx.environ).scan
     overrides = {
@@ -104,7 +95,7 @@ def _settings(ctx: Context, workspace: Workspace | None) -> ScanSettings:
 
 def run(ctx: Context) -> int:
     fail_on = Severity.parse(ctx.args.fail_on)
-    workspace = _workspace(ctx)
+    workspace = ctx.optional_workspace()
     settings = _settings(ctx, workspace)
     targets = collect_targets(ctx.args.paths)
     started = time.monotonic()

@@ -159,13 +159,6 @@ def register(subparsers: Any) -> None:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _optional_workspace(ctx: Context) -> Workspace | None:
-    try:
-        return ctx.workspace()
-    except WorkspaceError:
-        return None
-
-
 def _settings(ctx: Context, workspace: Workspace | None) -> SigningSettings:
     if workspace is not None:
         return workspace.settings.signing
@@ -257,7 +250,7 @@ def run_keygen(ctx: Context) -> int:
     passphrase = key_passphrase(ctx.environ)
     key = generate_key(algorithm)
     write_keypair(prefix, key, passphrase, overwrite=bool(ctx.args.force))
-    workspace = _optional_workspace(ctx)
+    workspace = ctx.optional_workspace()
     identifier = key_id(key)
     _audit(
         workspace,
@@ -292,7 +285,7 @@ def run_keygen(ctx: Context) -> int:
 def run_sign(ctx: Context) -> int:
     args = ctx.args
     path: Path = args.path
-    workspace = _optional_workspace(ctx)
+    workspace = ctx.optional_workspace()
     settings = _settings(ctx, workspace)
     if args.key is not None:
         key = load_private_key(args.key, key_passphrase(ctx.environ))
@@ -372,7 +365,7 @@ def run_sign(ctx: Context) -> int:
 def run_verify(ctx: Context) -> int:
     args = ctx.args
     path: Path = args.path
-    workspace = _optional_workspace(ctx)
+    workspace = ctx.optional_workspace()
     settings = _settings(ctx, workspace)
     if args.key is not None:
         public = load_public_key(args.key)
