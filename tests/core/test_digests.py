@@ -185,3 +185,31 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         digest_files([request], HashAlgorithm.SHA256, shard_bytes=0)
     with pytest.raises(ValueError, match="negative"):
         digest_files([DigestRequest("n", -1, request.open)], HashAlgorithm.SHA256)
+
+
+@pytest.mark.parametrize("mapped", [True, False])
+def test_blake3_thread_pool_mapped_or_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mapped: bool
+) -> None:
+    monkeypatch.setattr(digests, "MAP_THREADED_BLAKE3", mapped)
+    monkeypatch.setattr(digests, "_MAPPED_PIECE_BYTES", 5 * 2**20 + 1)  # pieces cross pages
+    data = hashlib.shake_256(b"mapped").digest(16 * 2**20 + 4097)
+    path = tmp_path / "big"
+    path.write_bytes(data)
+    progress: list[int] = []
+    (result,) = digest_files(
+        [DigestRequest("big", len(data), opener(path))],
+        HashAlgorithm.BLAKE3,
+        workers=2,
+        progress=progress.append,
+    )
+    assert result.digest == blake3.blake3(data).digest()
+    assert sum(progress) == len(data)
+    (shrank,) = digest_files(
+        [DigestRequest("big", len(data) + 1, opener(path))], HashAlgorithm.BLAKE3, workers=2
+    )
+    assert "shrank" in (shrank.error or "")
+    (grew,) = digest_files(
+        [DigestRequest("big", len(data) - 1, opener(path))], HashAlgorithm.BLAKE3, workers=2
+    )
+    assert "grew" in (grew.error or "")

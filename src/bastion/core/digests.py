@@ -13,7 +13,9 @@ without ever holding a whole file in memory:
 * **Whole-file** digests (``shard_bytes`` None) are the plain digest of each file
   (``sha256sum``/``b3sum``), parallel across files. SHA-256 of one file is inherently
   sequential; BLAKE3 is a tree hash, so a large file is hashed by BLAKE3's own thread pool
-  (``blake3(max_threads=...)``) and its digest is still the plain one.
+  (``blake3(max_threads=...)``) and its digest is still the plain one. That pool reads the file
+  through a read-only ``mmap`` of the descriptor, which saves the copy (see ``_hash_mapped``
+  for the one cost: a file truncated while it is mapped ends the process with SIGBUS).
 
 Files are opened by a caller-supplied function (the model walker opens each file beneath its
 folder without following symlinks) and the number of bytes read is checked against the size the
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import stat
 import threading
@@ -63,10 +66,11 @@ CHUNK_BYTES = 1 << 20
 #: Files at least this large are hashed by BLAKE3's own thread pool in whole-file mode.
 _BLAKE3_THREADED_BYTES = 16 << 20
 
-#: Bytes per read when BLAKE3's thread pool hashes them: each update is split across threads,
-#: so a larger piece pays the split once per 4 MiB (measured: 1 MiB 3.2 GB/s, 4 MiB 4.2 GB/s,
-#: 16 MiB 3.0 GB/s on 2 cores).
-_BLAKE3_THREADED_CHUNK_BYTES = 4 << 20
+#: Hash large files for BLAKE3's thread pool from a read-only mapping rather than by reads.
+MAP_THREADED_BLAKE3 = True
+
+#: Bytes of a mapping handed to BLAKE3 per update (progress is reported between them).
+_MAPPED_PIECE_BYTES = 256 << 20
 
 #: Progress is reported at most once per this many bytes per task.
 _PROGRESS_BYTES = 16 << 20
@@ -209,30 +213,61 @@ class _Engine:
         ):
             threads = self.workers
         hasher = _new_hasher(self.algorithm, threads)
-        chunk = _BLAKE3_THREADED_CHUNK_BYTES if threads > 1 else CHUNK_BYTES
-        buffer = self._buffer(chunk)
         fd = request.open()
         try:
-            offset = task.start
-            unreported = 0
-            while offset < task.end:
-                want = min(chunk, task.end - offset)
-                got = os.preadv(fd, [buffer[:want]], offset)
-                if got == 0:
-                    raise _SizeChangedError(f"file shrank while hashing (ended at byte {offset})")
-                hasher.update(buffer[:got])
-                offset += got
-                unreported += got
-                if self.progress is not None and unreported >= _PROGRESS_BYTES:
-                    self.progress(unreported)
-                    unreported = 0
-            if (task.whole or task.end == request.size) and os.preadv(fd, [buffer[:1]], task.end):
+            if threads > 1 and MAP_THREADED_BLAKE3:
+                self._hash_mapped(fd, hasher, task)
+            else:
+                self._hash_read(fd, hasher, task, CHUNK_BYTES)
+            if (task.whole or task.end == request.size) and os.preadv(
+                fd, [self._buffer(1)], task.end
+            ):
                 raise _SizeChangedError(f"file grew while hashing (expected {request.size} bytes)")
-            if self.progress is not None and unreported:
-                self.progress(unreported)
         finally:
             os.close(fd)
         return hasher.digest()
+
+    def _report(self, count: int) -> None:
+        if self.progress is not None and count:
+            self.progress(count)
+
+    def _hash_read(self, fd: int, hasher: _Hasher, task: _Task, chunk: int) -> None:
+        buffer = self._buffer(chunk)
+        offset = task.start
+        unreported = 0
+        while offset < task.end:
+            want = min(chunk, task.end - offset)
+            got = os.preadv(fd, [buffer[:want]], offset)
+            if got == 0:
+                raise _SizeChangedError(f"file shrank while hashing (ended at byte {offset})")
+            hasher.update(buffer[:got])
+            offset += got
+            unreported += got
+            if unreported >= _PROGRESS_BYTES:
+                self._report(unreported)
+                unreported = 0
+        self._report(unreported)
+
+    def _hash_mapped(self, fd: int, hasher: _Hasher, task: _Task) -> None:
+        # BLAKE3's thread pool hashes straight from the page cache: no copy into a buffer
+        # (measured on 2 cores: 4.2 GB/s, against 2.6 GB/s reading 1 MiB and 3.8 GB/s reading
+        # 4 MiB pieces; SHA-256 gains nothing from a mapping, so it keeps reading). The mapping
+        # covers only bytes the file had when it was opened; a file truncated *while* it is
+        # hashed makes the kernel raise SIGBUS, which ends the process: a failed signing or
+        # verification, never a wrong digest.
+        if os.fstat(fd).st_size < task.end:
+            raise _SizeChangedError("file shrank before it was hashed")
+        with mmap.mmap(fd, task.end, access=mmap.ACCESS_READ) as mapped:
+            mapped.madvise(mmap.MADV_SEQUENTIAL)
+            view = memoryview(mapped)
+            try:
+                for offset in range(task.start, task.end, _MAPPED_PIECE_BYTES):
+                    piece = view[offset : min(offset + _MAPPED_PIECE_BYTES, task.end)]
+                    hasher.update(piece)
+                    self._report(len(piece))
+                    piece.release()
+            finally:
+                view.release()
 
 
 def digest_files(
