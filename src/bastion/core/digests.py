@@ -70,7 +70,7 @@ _BLAKE3_THREADED_BYTES = 16 << 20
 MAP_THREADED_BLAKE3 = True
 
 #: Bytes of a mapping handed to BLAKE3 per update (progress is reported between them).
-_MAPPED_PIECE_BYTES = 256 << 20
+_MAPPED_PIECE_BYTES = 1 << 30
 
 #: Progress is reported at most once per this many bytes per task.
 _PROGRESS_BYTES = 16 << 20
