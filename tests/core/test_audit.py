@@ -31,6 +31,7 @@ from bastion.core import (
     GENESIS_HASH,
     AuditHead,
     AuditLog,
+    AuditRecord,
     Workspace,
     canonical_json,
     checkpoint_message,
@@ -204,6 +205,38 @@ def test_each_record_carries_the_hash_of_the_one_before(log: AuditLog) -> None:
     assert log.head() == AuditHead(4, events[-1].hash)
 
 
+def test_append_many_chains_a_batch_in_one_transaction(log: AuditLog) -> None:
+    first = log.append("test.event", "before", now=at(0))
+    batch = [AuditRecord("gateway.request", f"model:m{i}", {"status": 200}, actor=f"k{i}")
+             for i in range(5)]  # fmt: skip
+    events = log.append_many(batch)
+    assert [e.seq for e in events] == [2, 3, 4, 5, 6]
+    assert events[0].prev_hash == first.hash
+    assert [e.prev_hash for e in events[1:]] == [e.hash for e in events[:-1]]
+    assert [e.actor for e in events] == [f"k{i}" for i in range(5)]
+    assert log.events() == [first, *events]
+    assert log.verify().events == 6
+
+
+def test_append_many_writes_nothing_when_one_record_is_invalid(log: AuditLog) -> None:
+    batch = [AuditRecord("test.event", "ok"), AuditRecord("Not An Action", "bad")]
+    with pytest.raises(AuditError, match="action"):
+        log.append_many(batch)
+    assert log.events() == []
+    assert log.append_many([]) == []
+
+
+def test_append_many_makes_the_checkpoint_a_batch_crosses(bastion_home: Path) -> None:
+    ws, _ = init_workspace(environ={**os.environ, "BASTION_AUDIT_CHECKPOINT_INTERVAL": "4"})
+    try:
+        log = ws.audit()
+        log.append_many([AuditRecord("test.event", f"s{i}") for i in range(10)])
+        result = log.verify()
+        assert (result.checkpoints, result.last_checkpoint) == (1, 10)
+    finally:
+        ws.close()
+
+
 def test_times_are_stored_in_utc(log: AuditLog) -> None:
     summer_in_paris = datetime(2030, 6, 1, 16, 30, tzinfo=timezone(timedelta(hours=2)))
     event = log.append("test.event", "s", now=summer_in_paris)
@@ -282,6 +315,60 @@ def test_whatever_append_accepts_verify_accepts(log: AuditLog, details: dict[str
     event = log.append("test.property", "s", details)
     assert canonical_json(dict(log.events(limit=1)[0].details)) == canonical_json(details)
     assert log.verify().head.hash == event.hash
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON_VALUES)
+def test_fast_canonical_encoder_writes_what_the_checking_one_does(value: Any) -> None:
+    from bastion.core.audit import _canonical_checked
+
+    try:
+        expected = _canonical_checked(value)
+    except AuditError:
+        with pytest.raises(AuditError):
+            canonical_json(value)
+    else:
+        assert canonical_json(value) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=5), _JSON_VALUES, max_size=4),
+    st.text(max_size=12),
+    st.integers(1, 2**53 - 1),
+)
+def test_hashing_the_details_text_equals_hashing_the_details(
+    details: dict[str, Any], text: str, seq: int
+) -> None:
+    from bastion.core.audit import _event_hash_of_text
+
+    try:
+        details_text = canonical_json(details).decode("utf-8")
+    except AuditError:
+        return  # not JSON the log would store
+    ts = "2030-01-01T12:00:00.000000Z"
+    try:
+        expected = event_hash(seq, ts, text, "a.b", text, details, "0" * 64)
+    except AuditError:
+        with pytest.raises(AuditError):
+            _event_hash_of_text(seq, ts, text, "a.b", text, details_text, "0" * 64)
+        return
+    assert _event_hash_of_text(seq, ts, text, "a.b", text, details_text, "0" * 64) == expected
 
 
 # ----------------------------------------------------------------------------- reading
@@ -768,6 +855,20 @@ def test_a_rewritten_history_is_never_signed(
     expect_break(history, 12, r"record 12 does not link to record 11")
 
 
+def test_a_checkpoint_trusts_only_hashes_it_computed_and_verify_still_checks_contents(
+    workspace: Workspace, history: AuditLog
+) -> None:
+    with tamper(workspace) as con:
+        con.execute("UPDATE audit_events SET subject = 'innocent' WHERE seq = 11")
+    # Another log (another process) trusts nothing it did not write: it refuses to sign.
+    with pytest.raises(AuditChainError, match=r"refusing to checkpoint: .*sequence=11"):
+        workspace.audit().checkpoint()
+    # Record 11 was written by ``history`` itself and its stored hash is still the one it
+    # computed, so its checkpoint does not re-hash it; the edit is found by verify.
+    assert history.checkpoint().seq == 12
+    expect_break(history, 11, r"record 11 was altered: its hash does not match")
+
+
 # ----------------------------------------------------------------------------- concurrency
 
 
@@ -872,9 +973,9 @@ def test_concurrent_processes_never_fork_the_chain(shared_environ: dict[str, str
 
 def test_core_exports_the_public_api_of_its_modules() -> None:
     import bastion.core
-    from bastion.core import audit, keys, storage, workspace
+    from bastion.core import audit, keys, principals, storage, workspace
 
-    modules = (audit, keys, storage, workspace)
+    modules = (audit, keys, principals, storage, workspace)
     exported = set(bastion.core.__all__)
     assert len(exported) == len(bastion.core.__all__)
     for module in modules:

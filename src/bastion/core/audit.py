@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -91,6 +92,7 @@ from bastion.core.keys import (
     verify_bytes,
 )
 from bastion.core.storage import Database
+from bastion.core.timestamps import TIMESTAMP_PATTERN, format_utc, parse_utc
 from bastion.errors import (
     AuditChainError,
     AuditError,
@@ -108,6 +110,7 @@ __all__ = [
     "AuditEvent",
     "AuditHead",
     "AuditLog",
+    "AuditRecord",
     "AuditVerification",
     "Checkpoint",
     "canonical_json",
@@ -139,14 +142,16 @@ MAX_SAFE_INTEGER = 2**53 - 1
 MAX_PROBLEMS = 50
 _MAX_HEAD_FILE_BYTES = 64 * 1024
 _APPEND_ATTEMPTS = 5
+_MAX_TRUSTED = 100_000
 _VERIFY_BATCH = 2000
 
 _ACTION_RE = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*")
 # C0/C1 controls, DEL, line/paragraph separators and bidirectional overrides: they let a
 # subject rewrite what a terminal shows (CVE-2021-42574, "Trojan Source").
 _UNSAFE_TEXT_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_TS_RE = re.compile(TIMESTAMP_PATTERN)
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
+_LONG_DIGITS_RE = re.compile(r"\d{16}")
 _SECRET_KEYS = frozenset(
     {
         "access_token",
@@ -163,6 +168,7 @@ _SECRET_KEYS = frozenset(
         "token",
     }
 )
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 # One advisory lock key for every writer of the log on a PostgreSQL database.
 _PG_LOCK_KEY = int.from_bytes(hashlib.sha256(b"bastion.audit.append").digest()[:8], "big") >> 1
 
@@ -177,6 +183,20 @@ def canonical_json(value: JSON) -> bytes:
         AuditError: ``value`` is not JSON (a set, bytes, a non-string key, NaN, an integer
             beyond 2**53, a lone surrogate) or is nested deeper than ``MAX_DETAILS_DEPTH``.
     """
+    # The fast path covers what the log mostly holds (ASCII keys, strings, small integers)
+    # with the C string encoder; anything else, and every error, takes the checking path,
+    # which writes the same bytes (a property test holds the two together).
+    parts: list[str] = []
+    try:
+        _encode_fast(value, parts, 0)
+        return "".join(parts).encode("utf-8")
+    except (_NotFastError, UnicodeEncodeError):
+        pass
+    return _canonical_checked(value)
+
+
+def _canonical_checked(value: JSON) -> bytes:
+    """:func:`canonical_json` by the path that checks everything and names what is wrong."""
     parts: list[str] = []
     _encode(value, parts, "$", 0)
     text = "".join(parts)
@@ -184,6 +204,64 @@ def canonical_json(value: JSON) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:  # pragma: no cover - strings are checked in _encode
         raise AuditError("details are not valid Unicode") from exc
+
+
+class _NotFastError(Exception):
+    """A value the fast encoder leaves to the checking one."""
+
+
+# The C encoder of json.dumps(..., ensure_ascii=False) for one string: it escapes exactly what
+# RFC 8785 section 3.2.2.2 escapes (", \, and controls as \b \t \n \f \r or \u00xx).
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _encode_fast(value: object, out: list[str], depth: int) -> None:
+    kind = type(value)
+    if kind is str:
+        out.append(_encode_string(value))  # type: ignore[arg-type]
+    elif kind is int:
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:  # type: ignore[operator]
+            raise _NotFastError
+        out.append(int.__repr__(value))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif depth >= MAX_DETAILS_DEPTH:
+        raise _NotFastError
+    elif kind is dict or kind is MappingProxyType:
+        mapping: Mapping[Any, Any] = value  # type: ignore[assignment]
+        keys = list(mapping)
+        for key in keys:
+            # ASCII keys sort the same by code point as by UTF-16 code unit.
+            if type(key) is not str or not key.isascii():
+                raise _NotFastError
+        keys.sort()
+        out.append("{")
+        first = True
+        for key in keys:
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_encode_string(key))
+            out.append(":")
+            _encode_fast(mapping[key], out, depth + 1)
+        out.append("}")
+    elif kind is list or kind is tuple:
+        out.append("[")
+        first = True
+        for item in value:  # type: ignore[attr-defined]
+            if not first:
+                out.append(",")
+            first = False
+            _encode_fast(item, out, depth + 1)
+        out.append("]")
+    elif kind is float:
+        out.append(_ecmascript_number(value, "$"))  # type: ignore[arg-type]
+    else:
+        raise _NotFastError
 
 
 def _encode(value: object, out: list[str], path: str, depth: int) -> None:
@@ -207,7 +285,7 @@ def _encode(value: object, out: list[str], path: str, depth: int) -> None:
         out.append(_ecmascript_number(float(value), path))
     elif isinstance(value, str):
         _require_unicode(value, path)
-        out.append(json.dumps(value, ensure_ascii=False))
+        out.append(_encode_string(value))
     elif isinstance(value, Mapping):
         keys = list(value.keys())
         for key in keys:
@@ -218,7 +296,7 @@ def _encode(value: object, out: list[str], path: str, depth: int) -> None:
         for index, key in enumerate(sorted(keys, key=lambda k: k.encode("utf-16-be"))):
             if index:
                 out.append(",")
-            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(_encode_string(key))
             out.append(":")
             _encode(value[key], out, f"{path}.{key}", depth + 1)
         out.append("}")
@@ -323,29 +401,25 @@ def _refuse_secret_keys(value: object, path: str, depth: int = 0) -> None:
                     f"details key '{path}.{key}' names a secret: the audit log never stores "
                     "secrets (log a key id or a digest instead)"
                 )
-            _refuse_secret_keys(item, f"{path}.{key}", depth + 1)
+            if type(item) not in _SCALARS:
+                _refuse_secret_keys(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _refuse_secret_keys(item, f"{path}[{index}]", depth + 1)
+            if type(item) not in _SCALARS:
+                _refuse_secret_keys(item, f"{path}[{index}]", depth + 1)
 
 
 # --------------------------------------------------------------------------- formats
 
 
 def _format_ts(moment: datetime) -> str:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise AuditError("timestamps must be timezone-aware (use datetime.now(UTC))")
-    t = moment.astimezone(UTC)
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
-        f".{t.microsecond:06d}Z"
-    )
+    try:
+        return format_utc(moment)
+    except ValueError as exc:
+        raise AuditError("timestamps must be timezone-aware (use datetime.now(UTC))") from exc
 
 
-def _parse_ts(text: str) -> datetime:
-    if not _TS_RE.fullmatch(text):
-        raise ValueError(f"timestamp {text!r} is not in canonical form")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+_parse_ts = parse_utc
 
 
 def event_hash(
@@ -368,6 +442,30 @@ def event_hash(
         "ts": ts,
     }
     return hashlib.sha256(EVENT_DOMAIN + canonical_json(record)).hexdigest()
+
+
+def _event_hash_of_text(
+    seq: int, ts: str, actor: str, action: str, subject: str, details_text: str, prev_hash: str
+) -> str:
+    """:func:`event_hash` from the details' canonical JSON text, without re-encoding them.
+
+    The record's members are written in their canonical (sorted) order around the text, which
+    must already be canonical (``_encode_details`` output, or a stored column that
+    ``_parse_details`` accepted). Equal to :func:`event_hash` (a property test holds them
+    together); falls back to it for text that is not valid Unicode or a sequence beyond 2**53,
+    so the error is the same.
+    """
+    enc = _encode_string
+    text = (
+        f'{{"action":{enc(action)},"actor":{enc(actor)},"details":{details_text},'
+        f'"prev_hash":{enc(prev_hash)},"seq":{int(seq)},"subject":{enc(subject)},'
+        f'"ts":{enc(ts)}}}'
+    )
+    if abs(int(seq)) <= MAX_SAFE_INTEGER:
+        with contextlib.suppress(UnicodeEncodeError):
+            return hashlib.sha256(EVENT_DOMAIN + text.encode("utf-8")).hexdigest()
+    details = json.loads(details_text, parse_int=_parse_int)
+    return event_hash(seq, ts, actor, action, subject, details, prev_hash)
 
 
 def checkpoint_message(seq: int, head_hash: str, ts: str, signer_key_id: str) -> bytes:
@@ -543,6 +641,17 @@ class _RawCheckpoint:
 # --------------------------------------------------------------------------- the log
 
 
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One event to append with :meth:`AuditLog.append_many` (arguments as for ``append``)."""
+
+    action: str
+    subject: str
+    details: Mapping[str, JSON] | None = None
+    actor: str | None = None
+    now: datetime | None = None
+
+
 class AuditLog:
     """The append-only, hash-chained audit log in a database.
 
@@ -582,6 +691,9 @@ class AuditLog:
         self._signing_key: PrivateKey | None = None
         self._checkpoint_interval = checkpoint_interval
         self._head_path = head_path
+        # seq -> hash of the records this instance wrote since its last checkpoint (see
+        # _walk_chain's ``trusted``): a checkpoint need not re-hash what it just hashed.
+        self._written: dict[int, str] = {}
 
     @property
     def head_path(self) -> Path | None:
@@ -613,33 +725,81 @@ class AuditLog:
         Raises:
             AuditError: an argument is invalid, or the database cannot be written.
         """
-        _check_action(action)
-        _check_text("subject", subject, MAX_SUBJECT_CHARS)
-        who = _check_text("actor", self._actor if actor is None else actor, MAX_ACTOR_CHARS)
-        details_text = _encode_details(details)
-        fixed_ts = None if now is None else _format_ts(now)
-        parsed = json.loads(details_text, parse_int=_parse_int)
+        record = AuditRecord(action, subject, details, actor=actor, now=now)
+        return self.append_many([record])[0]
+
+    def append_many(self, records: Sequence[AuditRecord]) -> list[AuditEvent]:
+        """Append several events in one transaction, in order, and return them as stored.
+
+        This is how a busy writer (the gateway's audit of requests) keeps one commit per batch
+        instead of one per event. Every record is checked before anything is written: one
+        invalid record appends none.
+
+        Raises:
+            AuditError: a record is invalid, or the database cannot be written.
+        """
+        prepared = []
+        for record in records:
+            _check_action(record.action)
+            _check_text("subject", record.subject, MAX_SUBJECT_CHARS)
+            who = _check_text(
+                "actor", self._actor if record.actor is None else record.actor, MAX_ACTOR_CHARS
+            )
+            details_text = _encode_details(record.details)
+            fixed_ts = None if record.now is None else _format_ts(record.now)
+            # Only a run of 16+ digits can be an integer beyond 2**53 (a large float written
+            # out): without one, the C parser needs no Python callback per number.
+            parsed = (
+                json.loads(details_text, parse_int=_parse_int)
+                if _LONG_DIGITS_RE.search(details_text)
+                else json.loads(details_text)
+            )
+            prepared.append((record, who, details_text, fixed_ts, parsed))
+        if not prepared:
+            return []
 
         for attempt in range(1, _APPEND_ATTEMPTS + 1):
+            events: list[AuditEvent] = []
             try:
                 with self._database.begin(exclusive=True) as conn:
                     self._lock(conn)
                     head = self._read_head(conn)
-                    seq = head.seq + 1
-                    ts = fixed_ts or _format_ts(datetime.now(UTC))
-                    digest = event_hash(seq, ts, who, action, subject, parsed, head.hash)
-                    conn.execute(
-                        audit_events.insert().values(
-                            seq=seq,
-                            ts=ts,
-                            actor=who,
-                            action=action,
-                            subject=subject,
-                            details=details_text,
-                            prev_hash=head.hash,
-                            hash=digest,
+                    rows = []
+                    for record, who, details_text, fixed_ts, parsed in prepared:
+                        seq = head.seq + 1
+                        ts = fixed_ts or _format_ts(datetime.now(UTC))
+                        digest = _event_hash_of_text(
+                            seq, ts, who, record.action, record.subject, details_text, head.hash
                         )
-                    )
+                        rows.append(
+                            {
+                                "seq": seq,
+                                "ts": ts,
+                                "actor": who,
+                                "action": record.action,
+                                "subject": record.subject,
+                                "details": details_text,
+                                "prev_hash": head.hash,
+                                "hash": digest,
+                            }
+                        )
+                        events.append(
+                            AuditEvent(
+                                seq=seq,
+                                ts=_parse_ts(ts),
+                                actor=who,
+                                action=record.action,
+                                subject=record.subject,
+                                details=MappingProxyType(parsed),
+                                prev_hash=head.hash,
+                                hash=digest,
+                            )
+                        )
+                        head = AuditHead(seq, digest)
+                    conn.execute(audit_events.insert(), rows)
+                    if len(self._written) > _MAX_TRUSTED:
+                        self._written.clear()
+                    self._written.update((e.seq, e.hash) for e in events)
                     last_checkpoint = conn.execute(
                         sa.select(sa.func.max(audit_checkpoints.c.seq))
                     ).scalar()
@@ -653,24 +813,14 @@ class AuditLog:
         else:  # pragma: no cover - the loop either breaks or raises
             raise AuditError("cannot append to the audit log")
 
-        event = AuditEvent(
-            seq=seq,
-            ts=_parse_ts(ts),
-            actor=who,
-            action=action,
-            subject=subject,
-            details=MappingProxyType(parsed),
-            prev_hash=head.hash,
-            hash=digest,
-        )
         interval = self._checkpoint_interval
         if (
             interval is not None
             and self._signing_key_loader is not None
-            and seq - int(last_checkpoint or 0) >= interval
+            and head.seq - int(last_checkpoint or 0) >= interval
         ):
             self._automatic_checkpoint()
-        return event
+        return events
 
     def _automatic_checkpoint(self) -> None:
         # The event is already committed: a checkpoint that cannot be made now must not undo
@@ -739,6 +889,8 @@ class AuditLog:
                 raise AuditError(f"cannot checkpoint the audit log: {exc}") from exc
             raise
         logger.info("audit checkpoint at sequence %d", checkpoint.seq)
+        # The next checkpoint starts from this one: older records are not walked again.
+        self._written = {q: h for q, h in self._written.items() if q >= checkpoint.seq}
         return checkpoint
 
     def _tail_problems(
@@ -775,6 +927,7 @@ class AuditLog:
             problems,
             start=start,
             head_seq=head.seq,
+            trusted=self._written,
         )
         public = key.public_key()
         for reference in references:
@@ -1043,10 +1196,15 @@ def _walk_chain(
     *,
     start: int = 1,
     head_seq: int = 0,
+    trusted: Mapping[int, str] | None = None,
 ) -> _Walk:
     """Check every record's hash and link; collect the hashes at ``wanted`` sequences.
 
     ``start`` > 1 checks a tail of the chain: the first record's link is then not checked.
+    ``trusted`` maps sequences to the hashes this process computed from the contents it wrote
+    itself: a record whose stored hash is still that one is not re-hashed (its link is still
+    checked). Editing its contents without its hash is caught by every later verification;
+    editing both changes the hash, and then the record is checked in full.
     """
     expected = start
     prev: str | None = GENESIS_HASH if start == 1 else None
@@ -1079,9 +1237,10 @@ def _walk_chain(
                     "one of them was altered, or a record was inserted or removed",
                 )
             )
-        problem = _record_problem(r)
-        if problem is not None:
-            problems.append((seq, f"record {seq} {problem}"))
+        if trusted is None or trusted.get(seq) != stored_hash:
+            problem = _record_problem(r)
+            if problem is not None:
+                problems.append((seq, f"record {seq} {problem}"))
         if seq in wanted and isinstance(stored_hash, str):
             hashes[seq] = stored_hash
         prev = stored_hash if isinstance(stored_hash, str) else ""
@@ -1098,11 +1257,11 @@ def _record_problem(r: Mapping[Any, Any]) -> str | None:
     if not _TS_RE.fullmatch(r["ts"]):
         return "has a malformed timestamp"
     try:
-        details = _parse_details(r["details"])
+        _parse_details(r["details"])  # valid, and canonical: the text itself can be hashed
     except AuditError as exc:
         return f"was altered: {exc}"
-    recomputed = event_hash(
-        r["seq"], r["ts"], r["actor"], r["action"], r["subject"], details, r["prev_hash"]
+    recomputed = _event_hash_of_text(
+        r["seq"], r["ts"], r["actor"], r["action"], r["subject"], r["details"], r["prev_hash"]
     )
     if recomputed != r["hash"]:
         return "was altered: its hash does not match its contents"

@@ -11,6 +11,8 @@ edited, a new number is added instead.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,10 +79,24 @@ def _audit_tables() -> tuple[sa.Table, ...]:
     return audit_schema.TABLES
 
 
+def _key_tables() -> tuple[sa.Table, ...]:
+    from bastion.core import principals
+
+    return (principals.api_keys,)
+
+
+def _registry_tables() -> tuple[sa.Table, ...]:
+    from bastion.core import registry_schema
+
+    return registry_schema.TABLES
+
+
 #: Every schema change, in order. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "workspace metadata", _create(workspace_meta)),
     Migration(2, "audit log events and checkpoints", lambda c: _create(*_audit_tables())(c)),
+    Migration(3, "API keys", lambda c: _create(*_key_tables())(c)),
+    Migration(4, "model registry", lambda c: _create(*_registry_tables())(c)),
 )
 
 
@@ -193,11 +209,31 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # is ours to issue (SQLAlchemy's documented recipe for SQLite locking).
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    _enable_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _enable_wal(cursor: Any, *, deadline_seconds: float = 30.0) -> None:
+    # WAL is a property of the file: once one connection has switched it, the others find it
+    # set. Switching needs the exclusive lock, and SQLite answers "database is locked" at once,
+    # without its busy handler, when several connections open a fresh file together (replicas
+    # starting on a new workspace), so the switch is retried until the deadline.
+    deadline = time.monotonic() + deadline_seconds
+    delay = 0.005
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        else:
+            return
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
