@@ -48,6 +48,8 @@ def _minimal(name: str) -> list[str]:
         "sign": ["x"],
         "verify": ["x"],
         "log": ["verify"],
+        "keys": ["list"],
+        "registry": ["list"],
         "assess": ["run", "--target", "m:f", "--data", "d.npz", "--policy", "p.toml"],
     }.get(name, [])
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import numpy as np
 import pytest
 
@@ -19,6 +17,7 @@ from bastion.core.workspace import Workspace
 torch = importlib.import_module("torch")
 
 Cli = Callable[..., Any]
+CheckSchema = Callable[[str, dict[str, Any]], None]  # the `check_schema` fixture
 
 FACTORY = """
 import torch
@@ -27,12 +26,6 @@ import torch
 def make():
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
 """
-
-
-def validate(document: dict[str, Any]) -> None:
-    schema = json.loads((files("bastion") / "schemas" / "assess.json").read_text("utf-8"))
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(document)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +97,7 @@ max = {bound}
 
 
 def test_policy_met_writes_reports_and_audits(
-    cli: Cli, factory_path: Path, workspace: Workspace, tmp_path: Path
+    cli: Cli, factory_path: Path, workspace: Workspace, tmp_path: Path, check_schema: CheckSchema
 ):
     policy = _policy(tmp_path, POLICY.replace("{bound}", "1.0"))
     result = cli(
@@ -120,12 +113,12 @@ def test_policy_met_writes_reports_and_audits(
     )
     assert result.code == 0, result.err
     document = json.loads(result.out)
-    validate(document)
+    check_schema("assess", document)
     assert document["verdict"] == "met"
     assert document["data"]["samples"] == 100
     assert document["target"]["digest"].startswith("sha256:")
     saved = json.loads((tmp_path / "out" / "report.json").read_text("utf-8"))
-    validate(saved)
+    check_schema("assess", saved)
     html = (tmp_path / "out" / "report.html").read_text("utf-8")
     assert "<svg" in html
     assert "policy met" in html
@@ -152,7 +145,7 @@ def test_empty_policy_cannot_run(cli: Cli, factory_path: Path, tmp_path: Path):
     assert len(result.err.strip().splitlines()) == 1
 
 
-def test_family_subcommand_without_policy(cli: Cli, factory_path: Path):
+def test_family_subcommand_without_policy(cli: Cli, factory_path: Path, check_schema: CheckSchema):
     result = cli(
         "assess",
         "evasion",
@@ -168,7 +161,7 @@ def test_family_subcommand_without_policy(cli: Cli, factory_path: Path):
     )
     assert result.code == 0, result.err
     document = json.loads(result.out)
-    validate(document)
+    check_schema("assess", document)
     assert document["verdict"] == "no_policy"
     names = {m["name"] for m in document["families"][0]["metrics"]}
     assert names == {

@@ -8,11 +8,9 @@ import stat
 import time
 from collections.abc import Callable
 from contextlib import closing
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -21,12 +19,7 @@ from bastion.core import find_workspace, key_id, load_private_key, load_public_k
 from bastion.errors import KeyMaterialError
 
 Cli = Callable[..., Any]  # the `cli` fixture of tests/conftest.py
-
-
-def validate(document: dict[str, Any]) -> None:
-    schema = json.loads((files("bastion") / "schemas" / "init.json").read_text("utf-8"))
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(document)
+CheckSchema = Callable[[str, dict[str, Any]], None]  # the `check_schema` fixture
 
 
 def one_line(text: str) -> str:
@@ -67,15 +60,17 @@ def test_init_creates_the_workspace(cli: Cli, bastion_home: Path) -> None:
     assert key_id(key) == key_id(load_public_key(bastion_home / "keys" / "workspace.pub"))
 
 
-def test_init_json_matches_its_schema(cli: Cli, bastion_home: Path) -> None:
+def test_init_json_matches_its_schema(
+    cli: Cli, bastion_home: Path, check_schema: CheckSchema
+) -> None:
     first = json.loads(cli("init", "--format", "json").out)
-    validate(first)
+    check_schema("init", first)
     assert first["created"] is True
     assert first["workspace"] == str(bastion_home)
     assert first["database"] == "sqlite"
     assert first["key_id"] == key_id(load_public_key(bastion_home / "keys" / "workspace.pub"))
     second = json.loads(cli("init", "--format", "json").out)
-    validate(second)
+    check_schema("init", second)
     assert second == {**first, "created": False}
 
 
@@ -210,11 +205,15 @@ def test_a_command_needing_a_workspace_without_one_is_one_line_exit_2(
 
 @pytest.mark.services
 def test_init_on_postgresql(
-    cli: Cli, bastion_home: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str
+    cli: Cli,
+    bastion_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_url: str,
+    check_schema: CheckSchema,
 ) -> None:
     monkeypatch.setenv("BASTION_DATABASE_URL", postgres_url)
     document = json.loads(cli("init", "--format", "json").out)
-    validate(document)
+    check_schema("init", document)
     assert document["database"] == "postgresql"
     assert not (bastion_home / "bastion.db").exists()
     assert cli("log", "checkpoint").code == 0

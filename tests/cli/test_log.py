@@ -9,25 +9,18 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from bastion.cli.log import parse_since
 from bastion.core import find_workspace
 
 Cli = Callable[..., Any]  # the `cli` fixture of tests/conftest.py
+CheckSchema = Callable[[str, dict[str, Any]], None]  # the `check_schema` fixture
 
 NOW = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
-
-
-def validate(command: str, document: dict[str, Any]) -> None:
-    schema = json.loads((files("bastion") / "schemas" / f"{command}.json").read_text("utf-8"))
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(document)
 
 
 def one_line(text: str) -> str:
@@ -99,12 +92,12 @@ def test_show_lists_the_init_event(cli: Cli, home: Path) -> None:
     assert '"database": "sqlite"' in line
 
 
-def test_show_json_matches_its_schema(cli: Cli, home: Path) -> None:
+def test_show_json_matches_its_schema(cli: Cli, home: Path, check_schema: CheckSchema) -> None:
     append(("model.scan", "a.pt", {"findings": 2, "ok": False}, NOW))
     result = cli("log", "show", "--format", "json")
     assert result.code == 0
     document = json.loads(result.out)
-    validate("log-show", document)
+    check_schema("log-show", document)
     assert document["count"] == 2
     assert document["filters"] == {"since": None, "action": None, "limit": None}
     first, second = document["events"]
@@ -119,7 +112,7 @@ def test_show_json_matches_its_schema(cli: Cli, home: Path) -> None:
     }
 
 
-def test_show_filters(cli: Cli, home: Path) -> None:
+def test_show_filters(cli: Cli, home: Path, check_schema: CheckSchema) -> None:
     recent = datetime.now(UTC) - timedelta(hours=1)
     append(
         ("registry.add", "m1", {}, recent - timedelta(days=3)),
@@ -131,7 +124,7 @@ def test_show_filters(cli: Cli, home: Path) -> None:
         result = cli("log", "show", "--format", "json", *argv)
         assert result.code == 0, result.err
         document = json.loads(result.out)
-        validate("log-show", document)
+        check_schema("log-show", document)
         return [event["seq"] for event in document["events"]]
 
     assert seqs() == [1, 2, 3, 4]
@@ -210,13 +203,13 @@ def test_since_refuses_anything_else(text: str) -> None:
 # ----------------------------------------------------------------------------- verify
 
 
-def test_verify_passes_on_an_intact_log(cli: Cli, home: Path) -> None:
+def test_verify_passes_on_an_intact_log(cli: Cli, home: Path, check_schema: CheckSchema) -> None:
     result = cli("log", "verify")
     assert result.code == 0
     assert result.out.startswith("Audit log verified: 1 events, 0 checkpoints, head at sequence 1")
     assert "No checkpoint yet" in result.out
     document = json.loads(cli("log", "verify", "--format", "json").out)
-    validate("log-verify", document)
+    check_schema("log-verify", document)
     assert document["verified"] is True
     assert (document["events"], document["checkpoints"], document["last_checkpoint"]) == (
         1,
@@ -225,7 +218,9 @@ def test_verify_passes_on_an_intact_log(cli: Cli, home: Path) -> None:
     )
 
 
-def test_verify_after_checkpoints(cli: Cli, home: Path, tmp_path: Path) -> None:
+def test_verify_after_checkpoints(
+    cli: Cli, home: Path, tmp_path: Path, check_schema: CheckSchema
+) -> None:
     assert cli("log", "checkpoint").code == 0
     assert "covers the head" in cli("log", "verify").out
     offsite = tmp_path / "offsite.head"
@@ -236,12 +231,14 @@ def test_verify_after_checkpoints(cli: Cli, home: Path, tmp_path: Path) -> None:
     assert "the 1 events after it are protected by the hash chain alone" in result.out
     assert f"Verified against {offsite}." in result.out
     document = json.loads(cli("log", "verify", "--anchor", str(offsite), "--format", "json").out)
-    validate("log-verify", document)
+    check_schema("log-verify", document)
     assert document["unanchored"] == 1
     assert document["anchors"] == [str(offsite), str(home / "audit.head")]
 
 
-def test_verify_names_the_first_bad_record_and_exits_1(cli: Cli, home: Path) -> None:
+def test_verify_names_the_first_bad_record_and_exits_1(
+    cli: Cli, home: Path, check_schema: CheckSchema
+) -> None:
     append(*[("test.event", f"s{i}", {"i": i}, NOW) for i in range(2, 6)])
     sql(home, """UPDATE audit_events SET details = '{"i":99}' WHERE seq IN (3, 5)""")
     result = cli("log", "verify")
@@ -258,7 +255,7 @@ def test_verify_names_the_first_bad_record_and_exits_1(cli: Cli, home: Path) -> 
     assert json_result.code == 1
     assert "sequence=3" in one_line(json_result.err)
     document = json.loads(json_result.out)
-    validate("log-verify", document)
+    check_schema("log-verify", document)
     assert (document["verified"], document["sequence"], len(document["problems"])) == (False, 3, 2)
 
 
@@ -288,11 +285,11 @@ def test_verify_with_a_damaged_head_anchor_fails(cli: Cli, home: Path) -> None:
 # ----------------------------------------------------------------------------- checkpoint
 
 
-def test_checkpoint_signs_the_head(cli: Cli, home: Path) -> None:
+def test_checkpoint_signs_the_head(cli: Cli, home: Path, check_schema: CheckSchema) -> None:
     result = cli("log", "checkpoint", "--format", "json")
     assert result.code == 0
     document = json.loads(result.out)
-    validate("log-checkpoint", document)
+    check_schema("log-checkpoint", document)
     checkpoint = document["checkpoint"]
     assert checkpoint["seq"] == 1
     assert json.loads((home / "audit.head").read_text())["signature"] == checkpoint["signature"]

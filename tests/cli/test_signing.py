@@ -8,23 +8,16 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Callable
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from bastion.core import find_workspace, key_id, load_public_key
 from bastion.core.workspace import Workspace
 
 Cli = Callable[..., Any]  # the `cli` fixture of tests/conftest.py
-
-
-def validate(command: str, document: dict[str, Any]) -> None:
-    schema = json.loads((files("bastion") / "schemas" / f"{command}.json").read_text("utf-8"))
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(document)
+CheckSchema = Callable[[str, dict[str, Any]], None]  # the `check_schema` fixture
 
 
 def one_line(text: str) -> str:
@@ -56,11 +49,11 @@ def model(tmp_path: Path) -> Path:
 
 @pytest.mark.usefixtures("bastion_home")
 @pytest.mark.parametrize("algorithm", ["ed25519", "ecdsa-p256"])
-def test_keygen(cli: Cli, tmp_path: Path, algorithm: str) -> None:
+def test_keygen(cli: Cli, tmp_path: Path, algorithm: str, check_schema: CheckSchema) -> None:
     result = cli("keygen", "--out", tmp_path / "k", "--algorithm", algorithm, "--format", "json")
     assert result.code == 0, result.err
     document = json.loads(result.out)
-    validate("keygen", document)
+    check_schema("keygen", document)
     private, public = tmp_path / "k.key", tmp_path / "k.pub"
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     assert document["algorithm"] == algorithm
@@ -125,12 +118,12 @@ def test_keygen_into_a_missing_folder(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_sign_and_verify_with_the_workspace_key(
-    cli: Cli, workspace: Workspace, model: Path
+    cli: Cli, workspace: Workspace, model: Path, check_schema: CheckSchema
 ) -> None:
     result = cli("sign", model, "--format", "json", "--param", "lr=0.1", "--code-revision", "v1")
     assert result.code == 0, result.err
     document = json.loads(result.out)
-    validate("sign", document)
+    check_schema("sign", document)
     assert document["key_id"] == key_id(workspace.public_key())
     assert document["files"] == 3
     assert document["serialization"]["method"] == "shards"
@@ -142,7 +135,7 @@ def test_sign_and_verify_with_the_workspace_key(
     result = cli("verify", model, "--format", "json")
     assert result.code == 0, result.err
     verified = json.loads(result.out)
-    validate("verify", verified)
+    check_schema("verify", verified)
     assert verified["verified"] is True
     assert verified["subject"] == document["subject"]
     assert verified["provenance"] == document["provenance"]
@@ -157,7 +150,9 @@ def test_sign_and_verify_with_the_workspace_key(
     assert actions[-1][1]["ok"] is True
 
 
-def test_failed_verification_lists_each_file(cli: Cli, workspace: Workspace, model: Path) -> None:
+def test_failed_verification_lists_each_file(
+    cli: Cli, workspace: Workspace, model: Path, check_schema: CheckSchema
+) -> None:
     assert cli("sign", model).code == 0
     (model / "weights.bin").write_bytes(os.urandom(300))
     (model / "sub" / "config.json").unlink()
@@ -174,7 +169,7 @@ def test_failed_verification_lists_each_file(cli: Cli, workspace: Workspace, mod
     result = cli("verify", model, "--format", "json")
     assert result.code == 1
     document = json.loads(result.out)
-    validate("verify", document)
+    check_schema("verify", document)
     assert document["verified"] is False
     assert document["problems"] == [
         "added: added.py",
@@ -309,7 +304,9 @@ def test_could_not_run_is_exit_2_and_one_line(
 
 
 @pytest.mark.usefixtures("workspace")
-def test_hostile_signature_is_exit_1_not_a_crash(cli: Cli, model: Path) -> None:
+def test_hostile_signature_is_exit_1_not_a_crash(
+    cli: Cli, model: Path, check_schema: CheckSchema
+) -> None:
     signature = model.with_name("model.sig")
     for content in (b"{", b"[" * 100_000, b"\x00" * 1000, json.dumps({"mediaType": 1}).encode()):
         signature.write_bytes(content)
@@ -321,11 +318,13 @@ def test_hostile_signature_is_exit_1_not_a_crash(cli: Cli, model: Path) -> None:
         handle.truncate(100 * 2**20)
     result = cli("verify", model, "--format", "json")
     assert result.code == 1
-    validate("verify", json.loads(result.out))
+    check_schema("verify", json.loads(result.out))
 
 
 @pytest.mark.usefixtures("bastion_home")
-def test_verify_a_model_signing_signature(cli: Cli, model: Path, tmp_path: Path) -> None:
+def test_verify_a_model_signing_signature(
+    cli: Cli, model: Path, tmp_path: Path, check_schema: CheckSchema
+) -> None:
     import model_signing
 
     assert cli("keygen", "--out", tmp_path / "ec", "--algorithm", "ecdsa-p256").code == 0
@@ -345,7 +344,7 @@ def test_verify_a_model_signing_signature(cli: Cli, model: Path, tmp_path: Path)
     )
     assert result.code == 0, result.err
     document = json.loads(result.out)
-    validate("verify", document)
+    check_schema("verify", document)
     assert document["provenance"] is None
     assert document["serialization"]["method"] == "files"
     result = cli("verify", model, "--key", tmp_path / "ec.pub", "--signature", tmp_path / "ms.sig")

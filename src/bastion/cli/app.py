@@ -33,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sign": ("bastion.cli.signing", "sign a model file or folder, with provenance"),
     "verify": ("bastion.cli.signing", "verify a model against its signature"),
     "log": ("bastion.cli.log", "the audit log: show, verify, checkpoint"),
+    "registry": ("bastion.cli.registry", "model registry: add, list, show, approve, promote, pull"),
+    "keys": ("bastion.cli.keys", "API keys and roles: create, list, revoke, rotate"),
+    "serve": ("bastion.cli.serve", "the hardened inference gateway (OIP v2 over HTTP)"),
     "assess": ("bastion.cli.assess", "red-team assessment of a model against a policy"),
 }
 

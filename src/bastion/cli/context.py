@@ -10,13 +10,16 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bastion.core.workspace import Workspace, find_workspace
-from bastion.errors import WorkspaceError
+
+if TYPE_CHECKING:
+    from bastion.core.principals import Permission, Principal
+from bastion.errors import AccessError, AuthenticationError, WorkspaceError
 
 __all__ = ["SCHEMA_VERSION", "Context", "add_format_option"]
 
@@ -69,6 +72,41 @@ class Context:
             return self.workspace()
         except WorkspaceError:
             return None
+
+    def principal(self, permission: Permission, model: str | None = None) -> Principal:
+        """The principal of ``$BASTION_API_KEY``, which must hold ``permission`` (on ``model``).
+
+        Refusals are audit events (``access.denied``) naming the reason, which the user is
+        not told beyond "invalid API key" or the missing permission.
+
+        Raises:
+            BastionError: ``model`` is not a valid model name (checked first, so that it
+                can be recorded).
+            AuthenticationError: no key, or an invalid one.
+            AuthorizationError: the key's role or scope does not allow it.
+        """
+        from bastion.core.principals import KeyStore, check_model_name
+
+        if model is not None:
+            check_model_name(model)
+        workspace = self.workspace()
+        secret = self.environ.get("BASTION_API_KEY")
+        try:
+            principal = KeyStore(workspace.database, None).authenticate(secret)
+            principal.require(permission, model)
+        except AccessError as exc:
+            workspace.audit().append(
+                "access.denied",
+                f"model:{model}" if model else "workspace",
+                {"permission": str(permission), "reason": exc.reason, "via": "cli"},
+            )
+            if isinstance(exc, AuthenticationError) and not secret:
+                raise AuthenticationError(
+                    f"this needs an API key with permission {permission}: "
+                    "set BASTION_API_KEY (see 'bastion keys create')"
+                ) from exc
+            raise
+        return principal
 
     def close(self) -> None:
         if self._workspace is not None:

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from bastion.cli.context import Context, add_format_option
 from bastion.demo import DemoStep, run_demo
+from bastion.demo_gateway import report_path
 
 __all__ = ["register"]
 
@@ -20,7 +21,9 @@ def register(subparsers: Any) -> None:
         "demo",
         help="the whole lifecycle on the bundled example model",
         description="Train a small model, scan, sign and verify it, catch a tampered copy "
-        "and a malicious pickle, and verify the audit log. Needs no server or download.",
+        "and a malicious pickle, register and promote it under separation of duties, serve it "
+        "behind the gateway, call and attack it, assess it through the gateway, and verify the "
+        "audit log. Needs no server or download.",
     )
     parser.add_argument(
         "--workdir",
@@ -49,9 +52,12 @@ def run(ctx: Context) -> int:
     if ctx.format == "text":
         console.print(f"bastion demo in {workdir}")
     ok = run_demo(workdir, on_step=on_step, environ=ctx.environ)
+    html = report_path(workdir)
+    report = str(html) if html.is_file() else None
     payload = {
         "workdir": str(workdir),
         "ok": ok,
+        "report": report,
         "steps": [
             {"title": s.title, "proved": s.proved, "ok": s.ok, "details": list(s.details)}
             for s in steps
@@ -61,6 +67,8 @@ def run(ctx: Context) -> int:
     def text(out: Any) -> None:
         verdict = "every step held" if ok else "a step did not hold"
         out.print(f"\nDemo finished: {verdict}. Files are in {workdir}")
+        if report is not None:
+            out.print(f"Assessment report (HTML): {escape(report)}")
 
     ctx.emit(payload, text)
     return 0 if ok else 1
