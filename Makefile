@@ -44,6 +44,7 @@ lock: $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
 	$(BIN)/pip freeze --exclude-editable | grep -v '^bastion' \
 	  | sed -E 's|^([A-Za-z0-9_.-]+) @ file://.*/[A-Za-z0-9_.]+-([0-9][^-%+]*)[-%+].*|\1==\2|' > requirements.lock
+	$(BIN)/python scripts/gen_runtime_requirements.py  # the Dockerfile's runtime subset
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -16,6 +16,9 @@ BENCHMARKS: tuple[str, ...] = (
     "scan_bench.py",  # scan speed vs picklescan on a >=1 GB checkpoint and many small files
     "sign_bench.py",  # signing speed vs model-signing and hashlib on a >=1 GB file
     "pgd_bench.py",  # PGD-40 time vs the 40 forward+backward bound, torchattacks, ART
+    "gateway_bench.py",  # gateway (every guard on, replica mode) vs a bare Starlette app
+    "remote_bench.py",  # remote target: requests and time per 1,000 queries vs one per query
+    "extraction_gateway.py",  # extraction through the gateway, with and without hardening
 )
 
 

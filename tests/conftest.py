@@ -109,6 +109,46 @@ def postgres_url() -> Iterator[str]:
             )
 
 
+#: The Redis server of the services tests; TEST_REDIS_URL overrides it.
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server of the services tests, checked reachable.
+
+    Tests using it carry ``@pytest.mark.services`` and keep their keys under a prefix of their
+    own (``redis_prefix``). With no server, the test is skipped with the reason, except in CI
+    (``CI=true``), where a missing service is a failure (as for ``postgres_url``).
+    """
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        reason = f"Redis is not reachable at {REDIS_URL}: {exc}".strip()
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of one test's own in ``redis_url``'s database; its keys are deleted after."""
+    import redis
+
+    prefix = f"bastion_test_{secrets.token_hex(6)}:"
+    yield prefix
+    with redis.Redis.from_url(redis_url, socket_timeout=5) as client:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
 @pytest.fixture
 def check_schema() -> Callable[[str, dict[str, Any]], None]:
     """Validate a JSON document against the committed schema ``bastion/schemas/NAME.json``."""

@@ -89,3 +89,39 @@ def test_section_of_wrong_type_is_config_error(tmp_path: Path) -> None:
     path.write_text('scan = "fast"\n')
     with pytest.raises(ConfigError, match="scan"):
         load_settings(path, {"BASTION_SCAN_WORKERS": "2"})
+
+
+def test_nested_sections_are_read_and_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.toml"
+    path.write_text(
+        "[gateway]\nport = 9000\n[gateway.rate_limit]\nper_key_per_minute = 5\n"
+        '[gateway.output.client]\nmode = "label"\n'
+    )
+    env = {
+        "BASTION_GATEWAY_RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "7",
+        "BASTION_GATEWAY_EXTRACTION_BLOCK": "true",
+    }
+    settings = load_settings(path, env)
+    assert settings.gateway.port == 9000
+    assert settings.gateway.rate_limit.per_key_per_minute == 5
+    assert settings.gateway.rate_limit.per_address_per_minute == 7
+    assert settings.gateway.output.client.mode == "label"
+    assert settings.gateway.output.sre.mode == "scores"
+    assert settings.gateway.extraction.block is True
+
+
+def test_default_toml_spells_out_nested_sections() -> None:
+    text = default_toml()
+    for header in ("[gateway]", "[gateway.rate_limit]", "[gateway.output.client]",
+                   "[gateway.extraction]"):  # fmt: skip
+        assert header in text
+    assert tomllib.loads(text)["gateway"]["output"]["client"]["mode"] == "top-k"
+
+
+def test_unknown_nested_key_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.toml"
+    path.write_text("[gateway.output.client]\nmod = 'label'\n")
+    with pytest.raises(ConfigError, match=r"unknown setting 'gateway\.output\.client\.mod'"):
+        load_settings(path, {})
+    with pytest.raises(ConfigError, match=r"gateway\.output\.client\.mode"):
+        load_settings(None, {"BASTION_GATEWAY_OUTPUT_CLIENT_MODE": "everything"})

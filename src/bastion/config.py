@@ -21,6 +21,11 @@ from bastion.errors import ConfigError
 
 __all__ = [
     "AuditSettings",
+    "ExtractionSettings",
+    "GatewaySettings",
+    "OutputPolicy",
+    "OutputSettings",
+    "RateLimitSettings",
     "ScanSettings",
     "Settings",
     "SigningSettings",
@@ -30,7 +35,7 @@ __all__ = [
 
 #: Variables under the BASTION_ prefix that are not settings.
 NON_SETTING_VARIABLES = frozenset(
-    {"BASTION_HOME", "BASTION_KEY_PASSPHRASE", "BASTION_ACTOR", "BASTION_DEBUG"}
+    {"BASTION_HOME", "BASTION_KEY_PASSPHRASE", "BASTION_ACTOR", "BASTION_DEBUG", "BASTION_API_KEY"}
 )
 
 
@@ -67,6 +72,82 @@ class AuditSettings(_Section):
     checkpoint_interval: int = Field(default=100, ge=1)
 
 
+class RateLimitSettings(_Section):
+    """Sliding-window request limits of the gateway, per API key and per client address."""
+
+    per_key_per_minute: int = Field(default=100, ge=1)
+    per_address_per_minute: int = Field(default=100, ge=1)
+    # Namespace of the counters in Redis (with redis_url), so gateways can share one server.
+    redis_prefix: str = Field(default="bastion:rl:", min_length=1, max_length=200)
+
+
+class OutputPolicy(_Section):
+    """What a role is shown of a prediction (output hardening against extraction/inversion).
+
+    ``scores``: every class score; ``top-k``: the ``top_k`` best classes and their scores;
+    ``label``: the predicted class only. Scores are rounded to ``decimals`` and, if
+    ``noise_std`` is positive, perturbed by Gaussian noise of that scale before rounding.
+    """
+
+    mode: Literal["scores", "top-k", "label"] = "scores"
+    top_k: int = Field(default=1, ge=1, le=1000)
+    decimals: int = Field(default=4, ge=0, le=12)
+    noise_std: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class OutputSettings(_Section):
+    """Output hardening per role."""
+
+    data_scientist: OutputPolicy = OutputPolicy()
+    ml_engineer: OutputPolicy = OutputPolicy()
+    sre: OutputPolicy = OutputPolicy()
+    admin: OutputPolicy = OutputPolicy(mode="label")
+    client: OutputPolicy = OutputPolicy(mode="top-k", top_k=1, decimals=2)
+
+
+class ExtractionSettings(_Section):
+    """PRADA model-extraction detection per key (Juuti et al. 2019, arXiv:1805.02628)."""
+
+    enabled: bool = True
+    # Shapiro-Wilk W below this over a key's minimum query distances raises the alert.
+    threshold: float = Field(default=0.90, gt=0.0, lt=1.0)
+    min_queries: int = Field(default=50, ge=10)
+    # Bounds on the state kept per key, whatever a client sends.
+    max_points_per_class: int = Field(default=256, ge=8)
+    max_distances: int = Field(default=512, ge=16)
+    max_keys: int = Field(default=10_000, ge=1)
+    idle_seconds: float = Field(default=3600.0, gt=0)
+    block: bool = False
+
+
+class GatewaySettings(_Section):
+    """``bastion serve``: where it listens and the limits of each guard."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_json_depth: int = Field(default=16, ge=4, le=256)
+    max_json_elements: int = Field(default=200_000, ge=1)
+    max_batch: int = Field(default=256, ge=1)
+    concurrency: int = Field(default=32, ge=1)
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    key_refresh_seconds: float = Field(default=5.0, gt=0)
+    audit_batch_size: int = Field(default=256, ge=1)
+    audit_flush_seconds: float = Field(default=0.25, gt=0)
+    audit_queue_max: int = Field(default=100_000, ge=1)
+    # How long a graceful shutdown keeps retrying to write the audit records still queued.
+    audit_shutdown_seconds: float = Field(default=30.0, gt=0)
+    audit_payloads: bool = False
+    # A predict measured to take less than this runs on the event loop (a thread-pool hop
+    # costs ~0.1 ms); anything slower runs in a thread, under the timeout. 0: always a thread.
+    inline_max_seconds: float = Field(default=0.002, ge=0, le=1.0)
+    # When Redis or the database is unreachable: refuse with 503 (closed) or serve (open).
+    fail_open: bool = False
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    output: OutputSettings = OutputSettings()
+    extraction: ExtractionSettings = ExtractionSettings()
+
+
 class Settings(_Section):
     """All settings of a workspace."""
 
@@ -75,6 +156,7 @@ class Settings(_Section):
     scan: ScanSettings = ScanSettings()
     signing: SigningSettings = SigningSettings()
     audit: AuditSettings = AuditSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
 
 def default_toml() -> str:
@@ -89,11 +171,27 @@ def default_toml() -> str:
         f"database_url = {_toml_value(s.database_url)}",
         f"redis_url = {_toml_value(s.redis_url)}",
     ]
-    for name in ("scan", "signing", "audit"):
-        section: BaseModel = getattr(s, name)
-        lines += ["", f"[{name}]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in section.model_dump().items()]
+    for name, field in Settings.model_fields.items():
+        if _is_section(field.annotation):
+            _section_lines(getattr(s, name), name, lines)
     return "\n".join(lines) + "\n"
+
+
+def _is_section(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _section_lines(section: BaseModel, dotted: str, lines: list[str]) -> None:
+    lines += ["", f"[{dotted}]"]
+    nested: list[tuple[str, BaseModel]] = []
+    for key, field in type(section).model_fields.items():
+        value = getattr(section, key)
+        if _is_section(field.annotation):
+            nested.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in nested:
+        _section_lines(value, f"{dotted}.{key}", lines)
 
 
 def _toml_value(value: object) -> str:
@@ -131,19 +229,26 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         raise ConfigError(_describe(exc, path)) from exc
 
 
-def _apply_environment(data: dict[str, Any], env: Mapping[str, str]) -> None:
-    for name, field in Settings.model_fields.items():
+def _apply_environment(
+    data: dict[str, Any],
+    env: Mapping[str, str],
+    model: type[BaseModel] = Settings,
+    prefix: str = "BASTION",
+) -> None:
+    # Nested sections nest the variable names: gateway.rate_limit.per_key_per_minute is
+    # BASTION_GATEWAY_RATE_LIMIT_PER_KEY_PER_MINUTE.
+    for name, field in model.model_fields.items():
         annotation = field.annotation
+        variable = f"{prefix}_{name.upper()}"
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             section = data.setdefault(name, {})
             if not isinstance(section, dict):
                 continue  # validation reports the wrong type
-            for key in annotation.model_fields:
-                value = env.get(f"BASTION_{name.upper()}_{key.upper()}")
-                if value is not None:
-                    section[key] = value
+            _apply_environment(section, env, annotation, variable)
+            if not section:
+                del data[name]
         else:
-            value = env.get(f"BASTION_{name.upper()}")
+            value = env.get(variable)
             if value is not None:
                 data[name] = value
 

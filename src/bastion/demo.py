@@ -2,8 +2,11 @@
 
 No server and no download: a small classifier is trained on scikit-learn's digits, saved as
 safetensors, scanned, signed and verified; a tampered copy fails verification; a malicious
-pickle (harmless payload, never loaded) is caught by the scanner; the audit log records every
-step and verifies. Each step reports what it proved through ``on_step``; the CLI renders them.
+pickle (harmless payload, never loaded) is caught by the scanner; the model is registered and
+promoted under separation of duties (:mod:`bastion.demo_registry`), then served by the gateway
+in process on loopback, called and attacked over HTTP, and assessed through it as a black box
+(:mod:`bastion.demo_gateway`); the audit log records every step and verifies. Each step
+reports what it proved through ``on_step``; the CLI renders them.
 """
 
 from __future__ import annotations
@@ -11,14 +14,16 @@ from __future__ import annotations
 import os
 import pickletools
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 from bastion.artifacts.findings import ScanStatus
 from bastion.artifacts.scan import scan_paths
 from bastion.artifacts.signing import sign
 from bastion.artifacts.verification import verify
+from bastion.core.audit import AuditEvent
 from bastion.core.keys import key_id
 from bastion.core.workspace import Workspace, init_workspace
 from bastion.demo_model import train_demo_model, write_model_folder
@@ -211,6 +216,13 @@ def _steps(workspace: Workspace, workdir: Path, on_step: Callable[[DemoStep], No
         )
     )
 
+    # Imported here: the registry and serving acts build on this module's DemoStep.
+    from bastion.demo_gateway import serve_and_attack
+    from bastion.demo_registry import register_and_promote
+
+    keys = register_and_promote(workspace, model_dir, report)
+    serve_and_attack(workspace, keys, report, workdir)
+
     audit.checkpoint()
     summary = audit.verify()
     events = audit.events()
@@ -220,9 +232,22 @@ def _steps(workspace: Workspace, workdir: Path, on_step: Callable[[DemoStep], No
             "every step above is in a hash-chained log whose head the workspace key signed",
             True,
             (
-                *(f"#{e.seq:<3} {e.action:<14} {e.subject}" for e in events),
+                *_event_lines(events),
                 f"{summary.events} events, {summary.checkpoints} checkpoint(s): chain verified",
             ),
         )
     )
     return all_ok
+
+
+def _event_lines(events: Sequence[AuditEvent]) -> list[str]:
+    """One line per event; a run of alike events (action, subject, actor) on one line."""
+    lines = []
+    for (action, subject, actor), group in groupby(
+        events, lambda e: (e.action, e.subject, e.actor)
+    ):
+        run = list(group)
+        seqs = f"#{run[0].seq}" + (f"-{run[-1].seq}" if len(run) > 1 else "")
+        count = f"  ({len(run)} events)" if len(run) > 1 else ""
+        lines.append(f"{seqs:<8} {action:<18} {subject}  by {actor}{count}")
+    return lines

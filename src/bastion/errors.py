@@ -11,8 +11,12 @@ root only, prints its one-line message and exits with :attr:`BastionError.exit_c
     ├── ScanError                   the scanner could not run at all (not: a file is unsafe)
     ├── SigningError                a signature could not be produced
     ├── AuditError                  the audit log could not be written or read
+    ├── AccessError                 a principal was refused
+    │   ├── AuthenticationError     no key, or an unknown, revoked or expired one
+    │   └── AuthorizationError      the principal's role or scope does not allow the action
     ├── RegistryError               registry operations
     ├── GatewayError                the serving gateway
+    │   └── ServiceUnavailableError a backing service (Redis, the database) is unreachable
     ├── PolicyError                 a policy file is invalid
     ├── AssessmentError             an assessment could not run
     └── VerificationError           a security check ran and failed (exit 1)
@@ -26,9 +30,12 @@ A *failed verification* is one, by design (style rule 5): callers cannot mistake
 from __future__ import annotations
 
 __all__ = [
+    "AccessError",
     "AssessmentError",
     "AuditChainError",
     "AuditError",
+    "AuthenticationError",
+    "AuthorizationError",
     "BastionError",
     "ConfigError",
     "GatewayError",
@@ -36,6 +43,7 @@ __all__ = [
     "PolicyError",
     "RegistryError",
     "ScanError",
+    "ServiceUnavailableError",
     "SignatureError",
     "SigningError",
     "StorageError",
@@ -82,12 +90,40 @@ class AuditError(BastionError):
     """The audit log could not be written or read."""
 
 
+class AccessError(BastionError):
+    """A principal was refused.
+
+    Attributes:
+        reason: why, for the audit log only: clients are told no more than the message,
+            which never says whether a key exists.
+    """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class AuthenticationError(AccessError):
+    """No API key was given, or it is unknown, revoked or expired."""
+
+
+class AuthorizationError(AccessError):
+    """The principal's role or model scope does not allow the action."""
+
+
 class RegistryError(BastionError):
     """A registry operation could not be carried out."""
 
 
 class GatewayError(BastionError):
     """The serving gateway could not start or run."""
+
+
+class ServiceUnavailableError(GatewayError):
+    """A service the gateway depends on (Redis, the database) cannot be reached.
+
+    The gateway answers ``503`` while it lasts (it fails closed) and recovers by itself.
+    """
 
 
 class PolicyError(BastionError):

@@ -128,6 +128,8 @@ class TorchSubstitute:
         import torch
         from torch import nn
 
+        from bastion.assess._training import small_model_threads
+
         lower, upper = bounds
         scale = 1.0 / max(upper - lower, 1e-12)
         features = int(np.prod(x.shape[1:]))
@@ -144,15 +146,18 @@ class TorchSubstitute:
         optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate)
         generator = torch.Generator().manual_seed(seed)
         n = xt.shape[0]
-        for _ in range(self.steps):
-            batch = torch.randint(0, n, (min(self.batch_size, n),), generator=generator)
-            loss = -(tt[batch] * torch.log_softmax(model(xt[batch]), dim=1)).sum(dim=1).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            logits = model(torch.as_tensor((np.asarray(x_eval, np.float32) - lower) * scale))
+        with small_model_threads(model):
+            for _ in range(self.steps):
+                batch = torch.randint(0, n, (min(self.batch_size, n),), generator=generator)
+                log_probs = torch.log_softmax(model(xt[batch]), dim=1)
+                loss = -(tt[batch] * log_probs).sum(dim=1).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+            model.eval()
+            with torch.no_grad():
+                evaluated = (np.asarray(x_eval, np.float32) - lower) * scale
+                logits = model(torch.as_tensor(evaluated))
         labels: NDArray[np.int64] = logits.argmax(dim=1).numpy().astype(np.int64)
         return labels
 

@@ -193,6 +193,38 @@ class Target(Protocol):
         ...
 
 
+class TargetBase:
+    """What the targets bastion ships share: the three properties of :class:`Target` kept as
+    attributes, and ``predict_proba`` from ``predict_scores`` and the output kind.
+
+    Subclasses set ``_info``, ``_domain``, ``_queries`` and ``_output`` and define
+    ``predict_scores``.
+    """
+
+    _info: TargetInfo
+    _domain: InputDomain
+    _queries: QueryCounter
+    _output: OutputKind
+
+    @property
+    def info(self) -> TargetInfo:
+        return self._info
+
+    @property
+    def domain(self) -> InputDomain:
+        return self._domain
+
+    @property
+    def queries(self) -> QueryCounter:
+        return self._queries
+
+    def predict_scores(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
+        raise NotImplementedError
+
+    def predict_proba(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
+        return to_probabilities(self.predict_scores(x), self._output)
+
+
 def softmax(scores: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
     """Row-wise softmax in float64, stable for large logits."""
     z = np.asarray(scores, dtype=np.float64)

@@ -25,12 +25,12 @@ from bastion.assess.targets.interface import (
     Access,
     OutputKind,
     QueryCounter,
+    TargetBase,
     TargetInfo,
     check_batch,
     class_names,
     detect_output,
     one_hot,
-    to_probabilities,
 )
 from bastion.errors import AssessmentError
 
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 
 
-class OnnxTarget:
+class OnnxTarget(TargetBase):
     """An ONNX classifier (see the module docstring)."""
 
     def __init__(
@@ -145,18 +145,6 @@ class OnnxTarget:
                 return name, OutputKind.LABELS, len(classes), None
         raise AssessmentError("the ONNX model has no output of class scores or labels")
 
-    @property
-    def info(self) -> TargetInfo:
-        return self._info
-
-    @property
-    def domain(self) -> InputDomain:
-        return self._domain
-
-    @property
-    def queries(self) -> QueryCounter:
-        return self._queries
-
     def _outputs(self, x: NDArray[np.float32]) -> NDArray[Any]:
         batch = check_batch(self._domain, x)
         self._queries.charge(batch.shape[0], requests=0)
@@ -180,9 +168,6 @@ class OnnxTarget:
         if self._output is OutputKind.LABELS:
             return one_hot(values.reshape(-1).astype(np.int64), self._info.num_classes)
         return np.asarray(values, dtype=np.float64)
-
-    def predict_proba(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
-        return to_probabilities(self.predict_scores(x), self._output)
 
     def predict_labels(self, x: NDArray[np.float32]) -> NDArray[np.int64]:
         values = self._outputs(x)

@@ -8,12 +8,21 @@ bastion's own gateway) is read from its specification:
 - ``POST {base}/v2/models/{name}/infer`` with ``{"inputs": [{"name", "shape", "datatype",
   "data"}]}`` answers ``{"outputs": [{"name", "shape", "datatype", "data"}]}``, row-major.
 
-Queries are batched: each request carries up to ``batch_size`` samples, halved whenever the
+Queries are batched: each request carries up to ``batch_size`` samples (or the
+``parameters.max_batch`` the model metadata advertises, if smaller), halved whenever the
 endpoint answers 413 (payload too large) or 400/422 naming a batch or size limit, and the size
 it accepted is kept for later requests, so 1,000 queries take as few requests as the endpoint
 allows. A 429 or 503 is retried after its ``Retry-After`` (seconds or an HTTP date; an
 exponential back-off otherwise), at most ``retries`` times. Every sample answered is a query
 charged to the budget, and a request that would go past the budget is never sent.
+
+What the endpoint answers is read from the answer itself: an integer tensor (or one value per
+row) is a label, rows of non-negative scores summing to one are probabilities, anything else
+logits. Two hardened answers of bastion's gateway (:mod:`bastion.gateway.output`) are read as
+probabilities too: a top-k tensor (its ``parameters.top_k``; the scores outside the top k are
+0, so a score-based attack that needs every probability refuses it) and scores rounded to a
+few decimals, whose rows sum to one only within the rounding. Class names come from the
+metadata's ``parameters.classes`` when the caller names none.
 
 The API key goes in ``Authorization: Bearer <key>`` unless another header is named (e.g.
 ``X-API-Key``); it is never logged. The HTTP client takes an injectable ``transport``
@@ -41,12 +50,12 @@ from bastion.assess.targets.interface import (
     OutputKind,
     QueryBudgetError,
     QueryCounter,
+    TargetBase,
     TargetInfo,
     check_batch,
     class_names,
     detect_output,
     one_hot,
-    to_probabilities,
 )
 from bastion.errors import AssessmentError
 
@@ -87,7 +96,23 @@ def parse_endpoint(url: str, model: str | None = None) -> tuple[str, str]:
     return base, name
 
 
-class RemoteTarget:
+def _rounded_probabilities(scores: NDArray[np.float64], most_decimals: int = 6) -> bool:
+    """Whether ``scores`` look like probabilities rounded to a few decimals.
+
+    Every value in [0, 1] is a multiple of ``10**-d`` for some ``d <= most_decimals``, and
+    every row sums to one within what rounding each of its values by half a unit can add up to.
+    """
+    if scores.ndim != 2 or not scores.size or scores.min() < 0 or scores.max() > 1:
+        return False
+    for decimals in range(1, most_decimals + 1):
+        scaled = scores * 10.0**decimals
+        if np.allclose(scaled, np.round(scaled), rtol=0.0, atol=1e-6):
+            slack = scores.shape[1] * 0.5 * 10.0**-decimals + 1e-9
+            return bool(np.all(np.abs(scores.sum(axis=1) - 1.0) <= slack))
+    return False
+
+
+class RemoteTarget(TargetBase):
     """A classifier behind an OIP v2 endpoint (see the module docstring)."""
 
     def __init__(
@@ -125,6 +150,11 @@ class RemoteTarget:
         )
         self._path = f"/v2/models/{quote(self._model, safe='')}"
         metadata = self._metadata()
+        advertised = (metadata.get("parameters") or {}).get("max_batch")
+        if isinstance(advertised, int) and not isinstance(advertised, bool) and advertised > 0:
+            # An endpoint that says how many samples it takes (bastion's gateway does) is
+            # believed up front; a size refusal still halves the batch as for any endpoint.
+            self._batch_size = min(self._batch_size, advertised)
         inputs = metadata.get("inputs") or []
         if len(inputs) != 1 or not isinstance(inputs[0], dict):
             raise AssessmentError(f"model {self._model!r} has {len(inputs)} inputs; one is needed")
@@ -149,6 +179,14 @@ class RemoteTarget:
         outputs = metadata.get("outputs") or []
         if output_name is None and len(outputs) == 1 and isinstance(outputs[0], dict):
             self._output_name = str(outputs[0].get("name")) or None
+        if not classes:
+            declared = (metadata.get("parameters") or {}).get("classes")
+            if (
+                isinstance(declared, list)
+                and declared
+                and all(isinstance(c, str | int) for c in declared)
+            ):
+                classes = [str(c) for c in declared]
         probe = np.random.default_rng(0).uniform(domain.lower, domain.upper, (2, *domain.shape))
         scores, kind = self._infer(probe.astype(np.float32))
         self._output = output or kind
@@ -212,7 +250,7 @@ class RemoteTarget:
             raise AssessmentError(f"{self._base} sent malformed metadata")
         return data
 
-    def _request(self, batch: NDArray[np.float32]) -> tuple[NDArray[Any], str]:
+    def _request(self, batch: NDArray[np.float32]) -> tuple[NDArray[Any], str, bool]:
         feed = self._domain.preprocess(batch).astype(_DATATYPES[self._datatype])
         body: dict[str, Any] = {
             "inputs": [
@@ -240,7 +278,8 @@ class RemoteTarget:
             raise AssessmentError(f"{self._base} kept rate-limiting after {self._retries} retries")
         raise AssessmentError(f"{self._base} answered {response.status_code} to an inference")
 
-    def _decode(self, response: httpx.Response, n: int) -> tuple[NDArray[Any], str]:
+    def _decode(self, response: httpx.Response, n: int) -> tuple[NDArray[Any], str, bool]:
+        """The chosen output tensor, its datatype, and whether it is a top-k answer."""
         try:
             outputs = response.json()["outputs"]
         except (ValueError, KeyError, TypeError) as exc:
@@ -260,13 +299,15 @@ class RemoteTarget:
             shape = [int(d) for d in chosen["shape"]]
             values = np.asarray(chosen["data"], dtype=np.float64)
             array = values.reshape(shape)
-        except (KeyError, TypeError, ValueError) as exc:
+            parameters = chosen.get("parameters") or {}
+            top_k = isinstance(parameters, dict) and parameters.get("top_k") is not None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise AssessmentError(f"{self._base} sent a malformed output tensor") from exc
         if array.shape[0] != n:
             raise AssessmentError(f"{self._base} answered {array.shape[0]} rows for {n} inputs")
         if not np.isfinite(array).all():
             raise AssessmentError(f"{self._base} answered non-finite scores")
-        return array, datatype
+        return array, datatype, top_k
 
     def _infer(self, x: NDArray[np.float32]) -> tuple[NDArray[np.float64], OutputKind]:
         """Scores (or labels) for a batch, in as few requests as the endpoint accepts."""
@@ -283,7 +324,7 @@ class RemoteTarget:
         while start < batch.shape[0]:
             chunk = batch[start : start + self._batch_size]
             try:
-                array, datatype = self._request(chunk)
+                array, datatype, top_k = self._request(chunk)
             except _TooLarge:
                 if self._batch_size == 1:
                     raise AssessmentError(
@@ -296,6 +337,8 @@ class RemoteTarget:
             if datatype in _LABEL_TYPES or array.ndim == 1 or array.shape[1] == 1:
                 kind = OutputKind.LABELS
                 array = array.reshape(-1)
+            elif top_k or _rounded_probabilities(array):
+                kind = OutputKind.PROBABILITIES
             else:
                 kind = detect_output(array)
             parts.append(array)
@@ -303,18 +346,6 @@ class RemoteTarget:
         return np.concatenate(parts), kind
 
     # -- Target -----------------------------------------------------------------------------
-    @property
-    def info(self) -> TargetInfo:
-        return self._info
-
-    @property
-    def domain(self) -> InputDomain:
-        return self._domain
-
-    @property
-    def queries(self) -> QueryCounter:
-        return self._queries
-
     @property
     def batch_size(self) -> int:
         """Samples per request, as learned from the endpoint."""
@@ -325,9 +356,6 @@ class RemoteTarget:
         if self._output is OutputKind.LABELS:
             return one_hot(values.astype(np.int64), self._info.num_classes)
         return np.asarray(values, dtype=np.float64)
-
-    def predict_proba(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
-        return to_probabilities(self.predict_scores(x), self._output)
 
     def predict_labels(self, x: NDArray[np.float32]) -> NDArray[np.int64]:
         values, _ = self._infer(x)

@@ -28,6 +28,7 @@ from bastion.assess.targets.interface import (
     Access,
     OutputKind,
     QueryCounter,
+    TargetBase,
     TargetInfo,
     check_batch,
     class_names,
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 _LINEAR = ("LogisticRegression", "LinearSVC", "SGDClassifier", "RidgeClassifier", "Perceptron")
 
 
-class SklearnTarget:
+class SklearnTarget(TargetBase):
     """A scikit-learn classifier (see the module docstring)."""
 
     def __init__(
@@ -126,18 +127,6 @@ class SklearnTarget:
         return cls(estimator, domain, files=[(str(path), digest)], **options)
 
     @property
-    def info(self) -> TargetInfo:
-        return self._info
-
-    @property
-    def domain(self) -> InputDomain:
-        return self._domain
-
-    @property
-    def queries(self) -> QueryCounter:
-        return self._queries
-
-    @property
     def estimator(self) -> Any:
         """The estimator itself (read it, do not query it: its calls are not counted)."""
         return self._estimator
@@ -167,9 +156,6 @@ class SklearnTarget:
         flat = self._flat(x)
         self._queries.charge(flat.shape[0])
         return self._scores(flat)
-
-    def predict_proba(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
-        return to_probabilities(self.predict_scores(x), self._output)
 
     def predict_labels(self, x: NDArray[np.float32]) -> NDArray[np.int64]:
         flat = self._flat(x)

@@ -41,11 +41,11 @@ from bastion.assess.targets.interface import (
     Access,
     OutputKind,
     QueryCounter,
+    TargetBase,
     TargetInfo,
     check_batch,
     class_names,
     detect_output,
-    to_probabilities,
 )
 from bastion.errors import AssessmentError
 
@@ -104,7 +104,7 @@ class AffineModule(torch.nn.Module):
         return x * self.scale + self.shift
 
 
-class TorchTarget:
+class TorchTarget(TargetBase):
     """A PyTorch classifier (white box). See the module docstring for the ways to load one."""
 
     def __init__(
@@ -259,18 +259,6 @@ class TorchTarget:
         return cls(module, domain, kind="torchscript", files=[(str(path), digest)], **options)
 
     @property
-    def info(self) -> TargetInfo:
-        return self._info
-
-    @property
-    def domain(self) -> InputDomain:
-        return self._domain
-
-    @property
-    def queries(self) -> QueryCounter:
-        return self._queries
-
-    @property
     def device(self) -> torch.device:
         device: torch.device = self._device
         return device
@@ -291,9 +279,6 @@ class TorchTarget:
         if self._output is OutputKind.PROBABILITIES:
             return np.asarray(np.exp(scores))
         return np.asarray(scores)
-
-    def predict_proba(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
-        return to_probabilities(self.predict_scores(x), self._output)
 
     def predict_labels(self, x: NDArray[np.float32]) -> NDArray[np.int64]:
         return np.asarray(self.predict_scores(x).argmax(axis=1), dtype=np.int64)
