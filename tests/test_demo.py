@@ -18,6 +18,7 @@ from bastion.core.workspace import find_workspace
 from bastion.demo import DemoStep, malicious_pickle, run_demo
 from bastion.demo_gateway import DEMO_PER_KEY_PER_MINUTE, report_path
 from bastion.errors import BastionError
+from bastion.gateway.audit import request_entries
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_every_step_holds(demo: tuple[Path, list[DemoStep]]) -> None:
         _step(steps, "Started the gateway on http://127.0.0.1:").title
     )
     assert titles[-2] == "Stopped the gateway gracefully and read its audit trail"
-    for action in ("gateway.start", "gateway.request", "assess.run", "gateway.stop"):
+    for action in ("gateway.start", "gateway.requests", "assess.run", "gateway.stop"):
         assert any(action in line for line in log.details), action
 
 
@@ -120,7 +121,7 @@ def test_the_audit_log_holds_the_gateway_and_the_assessment(
     workspace = find_workspace(environ={"BASTION_HOME": str(workdir / "workspace")})
     try:
         audit = workspace.audit()
-        requests = audit.events(action="gateway.request")
+        requests = request_entries(audit.events(action="gateway.requests"))
         refused = audit.events(action="gateway.requests.refused")
         assessed = audit.events(action="assess.run")
         loaded = audit.events(action="gateway.model.loaded")

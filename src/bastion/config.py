@@ -118,6 +118,9 @@ class ExtractionSettings(_Section):
     max_keys: int = Field(default=10_000, ge=1)
     idle_seconds: float = Field(default=3600.0, gt=0)
     block: bool = False
+    # Examine queries in a worker process (python -m bastion.gateway.extraction) rather than
+    # on the gateway's event loop: the request path then only queues and frames them.
+    worker_process: bool = True
 
 
 class GatewaySettings(_Section):

@@ -56,6 +56,7 @@ from bastion.demo import DemoStep
 from bastion.demo_registry import DEMO_MODEL_NAME, DemoKeys
 from bastion.errors import BastionError, GatewayError
 from bastion.gateway.app import Gateway
+from bastion.gateway.audit import REQUESTS_ACTION, request_entries
 from bastion.gateway.models import ServedEntry
 
 __all__ = [
@@ -587,7 +588,7 @@ def _metrics(call: _Caller, keys: DemoKeys, report: Callable[[DemoStep], None]) 
 
 def _audit_trail(workspace: Workspace, call: _Caller, report: Callable[[DemoStep], None]) -> None:
     events = workspace.audit().events(action="gateway.*")
-    requests = [e for e in events if e.action == "gateway.request"]
+    requests = request_entries(events)
     tallied = sum(int(e.details.get("count", 0)) for e in events
                   if e.action == "gateway.requests.refused")  # fmt: skip
     alerts = [e for e in events if e.action == "gateway.extraction.alert"]
@@ -604,12 +605,14 @@ def _audit_trail(workspace: Workspace, call: _Caller, report: Callable[[DemoStep
         DemoStep(
             "Stopped the gateway gracefully and read its audit trail",
             "every request is in the hash-chained audit log (who, which model, the decision "
-            "and the refusal's reason), written in batches off the request path and flushed "
-            "at shutdown; rate-limited floods are counted, not written one by one",
+            "and the refusal's reason), one chained event per key and model per batch written "
+            "off the request path and flushed at shutdown; rate-limited floods are counted, "
+            "not written one by one",
             ok,
             (
                 *_trail_lines(events),
-                f"{sent} requests sent: {len(requests)} gateway.request events, {tallied} "
+                f"{sent} requests sent: {len(requests)} recorded one by one in "
+                f"{len({r.seq for r in requests})} gateway.requests events, {tallied} "
                 f"rate-limited request(s) counted in gateway.requests.refused; "
                 f"{len(alerts)} extraction alert(s)",
             ),
@@ -625,6 +628,9 @@ def _trail_lines(events: Sequence[AuditEvent]) -> list[str]:
     def describe(event: AuditEvent) -> str:
         details = event.details
         text = f"{event.action:<24} {event.subject:<14} by {event.actor:<16}"
+        if event.action == REQUESTS_ACTION:
+            statuses = Counter(str(r.details.get("status")) for r in request_entries([event]))
+            return f"{text} {', '.join(f'{n}x {s}' for s, n in sorted(statuses.items()))}"
         if "status" in details:
             text += f" {details['status']} {details.get('decision', '')}"
         if "count" in details:

@@ -43,6 +43,7 @@ from bastion.core.storage import open_database, sqlite_url
 from bastion.demo_gateway import serve_in_background
 from bastion.demo_model import DemoModel, write_model_folder
 from bastion.gateway.app import create_app
+from bastion.gateway.audit import RequestEntry, request_entries
 from bastion.gateway.models import ModelSet, ServedEntry
 from bastion.gateway.ratelimit import MemoryRateLimiter
 
@@ -67,12 +68,8 @@ class Sink:
     def append_many(self, records: Sequence[AuditRecord]) -> None:
         self.records.extend(records)
 
-    def requests(self, key_id: str) -> list[AuditRecord]:
-        return [
-            r
-            for r in self.records
-            if r.action == "gateway.request" and r.details.get("key_id") == key_id
-        ]
+    def requests(self, key_id: str) -> list[RequestEntry]:
+        return [r for r in request_entries(self.records) if r.details.get("key_id") == key_id]
 
     def refused(self, key_id: str) -> int:
         return sum(

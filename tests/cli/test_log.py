@@ -176,6 +176,43 @@ def test_show_never_lets_a_record_drive_the_terminal(cli: Cli, home: Path) -> No
     assert "\\x1b[2J[bold]x[/bold]\\u202e" in result.out
 
 
+def test_show_lists_each_request_of_a_gateway_batch(cli: Cli, home: Path) -> None:
+    entry = {"status": 200, "decision": "allowed", "route": "/v2/models/{name}/infer"}
+    requests = [
+        {**entry, "at": "2030-06-15T11:59:58.000001Z", "request_id": "r1"},
+        {**entry, "at": "2030-06-15T11:59:59.000002Z", "status": 422, "decision": "refused"},
+    ]
+    details = {"count": 2, "first": requests[0]["at"], "last": requests[1]["at"]}
+    append(("gateway.requests", "model:digits", {**details, "requests": requests}, NOW))
+    result = cli("log", "show", "--action", "gateway.requests")
+    assert result.code == 0
+    header, first, second = result.out.strip().splitlines()
+    assert header.endswith(
+        'gateway.requests  model:digits  {"count": 2, "first": "2030-06-15T11:59:58.000001Z", '
+        '"last": "2030-06-15T11:59:59.000002Z"}'
+    )
+    assert first.split() == [
+        "2030-06-15T11:59:58.000001Z",
+        "200",
+        "allowed",
+        '{"request_id":',
+        '"r1",',
+        '"route":',
+        '"/v2/models/{name}/infer"}',
+    ]
+    assert second.split()[:3] == ["2030-06-15T11:59:59.000002Z", "422", "refused"]
+    # JSON keeps the event as stored.
+    shown = json.loads(cli("log", "show", "--action", "gateway.requests", "--format", "json").out)
+    assert shown["events"][0]["details"]["requests"] == requests
+
+
+def test_show_prints_a_malformed_request_batch_as_stored(cli: Cli, home: Path) -> None:
+    append(("gateway.requests", "model:digits", {"requests": [{"status": 200}]}, NOW))
+    result = cli("log", "show", "--action", "gateway.requests")
+    assert result.code == 0
+    assert one_line(result.out).endswith('{"requests": [{"status": 200}]}')
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

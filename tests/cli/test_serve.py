@@ -20,6 +20,7 @@ from bastion.artifacts.signing import sign
 from bastion.core.principals import KeyStore, Role
 from bastion.core.workspace import Workspace, find_workspace
 from bastion.demo_model import DemoModel, write_model_folder
+from bastion.gateway.audit import request_entries
 from bastion.registry import Registry
 
 Cli = Callable[..., Any]  # the `cli` fixture of tests/conftest.py
@@ -157,7 +158,7 @@ def test_serves_the_production_version_then_stops_gracefully(
     assert process.returncode == 0, err
     audit = find_workspace().audit()
     audit.verify()
-    requests = [e for e in audit.events() if e.action == "gateway.request"]
+    requests = request_entries(audit.events())
     assert [e.details["status"] for e in requests] == [200, 401]
     assert requests[0].details["batch"] == 1
     actions = [e.action for e in audit.events() if e.action.startswith("gateway.")]

@@ -20,6 +20,7 @@ from bastion.core.audit import AuditRecord
 from bastion.core.principals import KeyStore, KeyTable
 from bastion.errors import AuditError, StorageError
 from bastion.gateway.app import Gateway
+from bastion.gateway.audit import RequestEntry, request_entries
 
 
 class SlowModel:
@@ -75,8 +76,12 @@ class MemorySink:
         self.records.extend(records)
         return list(records)
 
-    def actions(self, action: str = "gateway.request") -> list[AuditRecord]:
+    def actions(self, action: str) -> list[AuditRecord]:
         return [r for r in self.records if r.action == action]
+
+    def requests(self) -> list[RequestEntry]:
+        """One entry per request, from the gateway.requests records."""
+        return request_entries(self.records)
 
 
 GatewayFactory = Callable[..., Gateway]

@@ -386,7 +386,7 @@ async def test_client_disconnect_is_recorded(make_gateway: GatewayFactory, keys:
     async with gateway:
         await gateway(scope, receive, send)
     assert sent == []
-    (record,) = sink.actions()
+    (record,) = sink.requests()
     assert record.details["status"] == 499  # type: ignore[index]
     assert record.details["reason"] == "client disconnected"  # type: ignore[index]
 

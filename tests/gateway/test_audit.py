@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,10 +20,16 @@ from tests.gateway.support import (
     wait_for,
 )
 
-from bastion.core.audit import AuditRecord
+from bastion.core.audit import MAX_DETAILS_BYTES, AuditRecord, canonical_json
 from bastion.core.workspace import Workspace
-from bastion.errors import AuditError
-from bastion.gateway.audit import AuditWriter, payload_details, redact
+from bastion.errors import AuditChainError, AuditError
+from bastion.gateway.audit import (
+    REQUESTS_ACTION,
+    AuditWriter,
+    payload_details,
+    redact,
+    request_entries,
+)
 from bastion.gateway.extraction import ExtractionAlert
 
 pytestmark = pytest.mark.anyio
@@ -38,7 +46,7 @@ async def test_every_request_is_recorded(
         await client.get("/v2/models/digits", headers=keys.headers("client"))
         await client.get("/nowhere")
         await client.get("/v2/health/live")  # health checks: metrics only
-    records = sink.actions()
+    records = sink.requests()
     assert [r.details["status"] for r in records] == [200, 401, 200, 404]  # type: ignore[index]
     ok, revoked, metadata, unknown = records
     assert ok.subject == "model:digits"
@@ -54,6 +62,7 @@ async def test_every_request_is_recorded(
         "version": "1",
         "batch": 1,
         "request_id": "r1",
+        "at": ok.details["at"],
     }
     assert 0 < ok.details["latency_us"] < 5_000_000  # type: ignore[index,operator]
     assert revoked.actor == "anonymous"
@@ -63,7 +72,8 @@ async def test_every_request_is_recorded(
     assert metadata.details["route"] == "/v2/models/{name}"  # type: ignore[index]
     assert unknown.subject == "gateway"
     assert unknown.details["route"] == "unknown"  # type: ignore[index]
-    assert all(r.now is not None for r in records)
+    assert all(r.at.tzinfo is not None and r.seq is None for r in records)
+    assert [r.at for r in records] == sorted(r.at for r in records)
 
 
 async def test_records_are_written_in_batches_off_the_request_path(
@@ -73,11 +83,12 @@ async def test_records_are_written_in_batches_off_the_request_path(
     async with serving(gateway) as client:
         for _ in range(3):
             await client.post(INFER, json=infer_body(sample(0)), headers=keys.headers("sre"))
-        assert sink.actions() == []  # below the batch size, before the interval: queued
+        assert sink.requests() == []  # below the batch size, before the interval: queued
         await client.post(INFER, json=infer_body(sample(0)), headers=keys.headers("sre"))
-        await wait_for(lambda: len(sink.records) >= 4)
+        await wait_for(lambda: len(sink.records) >= 2)
         assert sink.calls == 1  # gateway.start and three requests, in one transaction
-    assert len(sink.actions()) == 4
+        assert len(sink.requests()) == 3
+    assert len(sink.requests()) == 4
 
 
 async def test_chain_verifies_after_a_shutdown_flush(
@@ -95,10 +106,29 @@ async def test_chain_verifies_after_a_shutdown_flush(
     events = list(audit.events())
     assert verification.events == len(events)
     gateway_events = [e for e in events if e.action.startswith("gateway.")]
-    assert [e.action for e in gateway_events] == (
-        ["gateway.start"] + ["gateway.request"] * 25 + ["gateway.stop"]
-    )
-    assert all(e.details["status"] == 200 for e in gateway_events[1:-1])
+    # One key, one model, one flush: the 25 requests are one chained event.
+    assert [e.action for e in gateway_events] == ["gateway.start", REQUESTS_ACTION, "gateway.stop"]
+    entries = request_entries(events)
+    assert [e.seq for e in entries] == [gateway_events[1].seq] * 25
+    assert all(e.details["status"] == 200 for e in entries)
+    assert gateway_events[1].details["count"] == 25
+
+
+async def test_an_edited_request_entry_breaks_the_chain(
+    make_gateway: GatewayFactory, keys: Keys, sample: Any, workspace: Workspace
+):
+    audit = workspace.audit()
+    async with serving(make_gateway(audit=audit)) as client:
+        for n in range(3):
+            await client.post(INFER, json=infer_body(sample(n)), headers=keys.headers("client"))
+    (event,) = audit.events(action=REQUESTS_ACTION)
+    forged = json.loads(json.dumps(dict(event.details)))
+    forged["requests"][1]["status"] = 403  # hide that a request was answered
+    text = json.dumps(forged, sort_keys=True, separators=(",", ":"))
+    with sqlite3.connect(workspace.root / "bastion.db") as con:
+        con.execute("UPDATE audit_events SET details = ? WHERE seq = ?", (text, event.seq))
+    with pytest.raises(AuditChainError, match=f"record {event.seq} was altered"):
+        audit.verify()
 
 
 async def test_outage_fails_closed_then_recovers_without_losing_records(
@@ -107,7 +137,7 @@ async def test_outage_fails_closed_then_recovers_without_losing_records(
     gateway = make_gateway(audit_flush_seconds=0.01)
     async with serving(gateway) as client:
         await client.post(INFER, json=infer_body(sample(0)), headers=keys.headers("sre"))
-        await wait_for(lambda: len(sink.actions()) == 1)
+        await wait_for(lambda: len(sink.requests()) == 1)
         sink.down = True
         accepted = await client.post(INFER, json=infer_body(sample(1)), headers=keys.headers("sre"))
         assert accepted.status_code == 200  # the log has not failed yet
@@ -120,7 +150,7 @@ async def test_outage_fails_closed_then_recovers_without_losing_records(
         again = await client.post(INFER, json=infer_body(sample(3)), headers=keys.headers("sre"))
         assert again.status_code == 200
         assert (await client.get("/v2/health/ready")).status_code == 200
-    statuses = [r.details["status"] for r in sink.actions()]  # type: ignore[index]
+    statuses = [r.details["status"] for r in sink.requests()]  # type: ignore[index]
     assert statuses == [200, 200, 200]  # nothing accepted was lost
     (refusals,) = sink.actions("gateway.requests.refused")
     assert refusals.details["count"] == 1  # type: ignore[index]
@@ -159,7 +189,7 @@ async def test_payloads_are_recorded_redacted_only_when_asked(
         await client.post(INFER, json=body, headers=keys.headers("sre"))
     async with serving(make_gateway()) as client:
         await client.post(INFER, json=body, headers=keys.headers("sre"))
-    with_payload, without = sink.actions()
+    with_payload, without = sink.requests()
     payload = with_payload.details["payload"]  # type: ignore[index]
     assert payload["id"] == "[email] paid with [card], call [phone]"  # type: ignore[index]
     assert payload["inputs"][0]["data"] == sample(0)  # type: ignore[index]
@@ -202,6 +232,93 @@ def test_payloads_too_large_or_invalid_are_recorded_by_digest() -> None:
     assert payload_details(b'{"a": 1}') == {"payload": {"a": 1}}
 
 
+def _entry(n: int, **extra: Any) -> dict[str, Any]:
+    return {"status": 200, "decision": "allowed", "request_id": f"r{n}", **extra}
+
+
+async def test_requests_of_one_key_and_model_share_an_event_in_queue_order() -> None:
+    sink = MemorySink()
+    writer = AuditWriter(sink, batch_size=100, flush_seconds=60)
+    await writer.start()
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    writer.request("key:a", "model:m", t0, _entry(0))
+    writer.request("key:b", "model:m", t0 + timedelta(seconds=1), _entry(1))
+    writer.request("key:a", "model:m", t0 + timedelta(seconds=2), _entry(2))
+    writer.request("key:a", "model:n", t0 + timedelta(seconds=3), _entry(3))
+    writer.submit(AuditRecord("gateway.model.loaded", "model:m", {}))
+    writer.request("key:a", "model:m", t0 + timedelta(seconds=4), _entry(4))
+    await writer.stop()
+    assert sink.calls == 1
+    summary = [
+        (r.action, r.actor, r.subject, [e["request_id"] for e in r.details.get("requests", [])])
+        for r in sink.records
+    ]
+    assert summary == [
+        (REQUESTS_ACTION, "key:a", "model:m", ["r0", "r2"]),
+        (REQUESTS_ACTION, "key:b", "model:m", ["r1"]),
+        (REQUESTS_ACTION, "key:a", "model:n", ["r3"]),
+        ("gateway.model.loaded", None, "model:m", []),
+        (REQUESTS_ACTION, "key:a", "model:m", ["r4"]),
+    ]
+    first = sink.records[0]
+    assert first.now == t0 + timedelta(seconds=2)
+    assert (first.details["count"], first.details["first"], first.details["last"]) == (
+        2,
+        "2026-01-01T00:00:00.000000Z",
+        "2026-01-01T00:00:02.000000Z",
+    )
+    # Read back in the order answered, whatever the grouping.
+    entries = request_entries(sink.records)
+    assert [e.details["request_id"] for e in entries] == ["r0", "r1", "r2", "r3", "r4"]
+    assert [e.at for e in entries] == [t0 + timedelta(seconds=n) for n in range(5)]
+    assert writer.written == 6
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"data": ["x" * 1000] * 18},  # about 18 KiB each
+        {"data": ["\u00e9\U0001f600" * 300] * 10},  # non-ASCII: longer escaped than in UTF-8
+        {"data": [1e20] * 2000},  # floats written out in full by the canonical form
+    ],
+    ids=["ascii", "unicode", "long-floats"],
+)
+async def test_large_entries_are_split_into_events_the_log_accepts(
+    workspace: Workspace, payload: dict[str, Any]
+) -> None:
+    audit = workspace.audit()
+    writer = AuditWriter(audit, batch_size=100, flush_seconds=60)
+    await writer.start()
+    now = datetime.now(UTC)
+    for n in range(12):
+        writer.request("key:a", "model:m", now, _entry(n, payload=payload))
+    await writer.stop()
+    assert (writer.written, writer.invalid, writer.pending) == (12, 0, 0)
+    events = audit.events(action=REQUESTS_ACTION)
+    assert len(events) > 1
+    assert all(len(canonical_json(dict(e.details))) <= MAX_DETAILS_BYTES for e in events)
+    assert [e.details["request_id"] for e in request_entries(events)] == [
+        f"r{n}" for n in range(12)
+    ]
+    audit.verify()
+
+
+@pytest.mark.parametrize(
+    ("details", "message"),
+    [
+        ({}, "holds no list of requests"),
+        ({"requests": "r0"}, "holds no list of requests"),
+        ({"requests": ["r0"]}, "malformed request entry"),
+        ({"requests": [{"status": 200}]}, "malformed request entry"),
+        ({"requests": [{"at": "yesterday"}]}, "request entry with a bad time"),
+    ],
+)
+def test_malformed_request_events_are_named(details: dict[str, Any], message: str) -> None:
+    record = AuditRecord(REQUESTS_ACTION, "model:m", details, actor="key:a")
+    with pytest.raises(AuditError, match=message):
+        request_entries([record])
+
+
 class _Picky:
     """A log that refuses one record's content (not the database)."""
 
@@ -219,7 +336,7 @@ async def test_an_invalid_record_does_not_block_the_others(caplog: pytest.LogCap
     writer = AuditWriter(sink, batch_size=10, flush_seconds=0.01)
     await writer.start()
     for subject in ("a", "bad", "b"):
-        writer.submit(AuditRecord("gateway.request", subject, {}))
+        writer.submit(AuditRecord("test.event", subject, {}))
     await writer.stop()
     assert [r.subject for r in sink.records] == ["a", "b"]
     assert (writer.invalid, writer.written, writer.pending) == (1, 2, 0)
@@ -233,7 +350,7 @@ async def test_shutdown_retries_a_failing_log_then_gives_up_loudly(
     sink.down = True
     writer = AuditWriter(sink, batch_size=10, flush_seconds=0.01, shutdown_seconds=0.1)
     await writer.start()
-    writer.submit(AuditRecord("gateway.request", "x", {}))
+    writer.submit(AuditRecord("test.event", "x", {}))
     await writer.stop()
     assert writer.pending == 1
     assert "1 records not written" in caplog.text
@@ -244,7 +361,7 @@ async def test_shutdown_waits_for_a_log_that_comes_back() -> None:
     sink.down = True
     writer = AuditWriter(sink, batch_size=10, flush_seconds=0.01, shutdown_seconds=10)
     await writer.start()
-    writer.submit(AuditRecord("gateway.request", "x", {}))
+    writer.submit(AuditRecord("test.event", "x", {}))
 
     async def restore() -> None:
         await asyncio.sleep(0.1)
@@ -318,5 +435,5 @@ async def test_a_blocked_key_is_refused_and_answers_are_observed(
     assert (blocked.status_code, blocked.json()) == (403, {"error": "forbidden"})
     assert allowed.status_code == 200
     assert monitor.observed == [(keys.ids["client-1"], 1)]
-    reasons = [r.details.get("reason") for r in sink.actions()]  # type: ignore[union-attr]
+    reasons = [r.details.get("reason") for r in sink.requests()]  # type: ignore[union-attr]
     assert reasons == ["key blocked by the extraction monitor", None]

@@ -96,7 +96,7 @@ async def test_refusals_are_audited_with_the_reason(
         await client.post(INFER, json=infer_body(sample(0)))
         await client.post(INFER, json=infer_body(sample(0)), headers=keys.headers("expired"))
         await client.post(INFER, json=infer_body(sample(0)), headers=keys.headers("scoped"))
-    missing, expired, scoped = sink.actions()
+    missing, expired, scoped = sink.requests()
     assert missing.details["reason"] == "no key given"  # type: ignore[index]
     assert expired.details["reason"] == f"expired key {keys.ids['expired']}"  # type: ignore[index]
     assert scoped.details["reason"].endswith("model 'digits' out of scope")  # type: ignore[index,union-attr]

@@ -49,7 +49,7 @@ async def test_slow_model_times_out_with_504_and_keeps_its_slot(
             await wait_for(lambda: gateway.executor.active == 0)
     finally:
         slow_model.release.set()
-    (record,) = sink.actions()
+    (record,) = sink.requests()
     assert record.details["status"] == 504  # type: ignore[index]
     assert record.details["reason"] == "prediction not finished in time"  # type: ignore[index]
 
@@ -231,7 +231,7 @@ async def test_model_failures_are_generic_500s(
             "/v2/models/broken/infer", json=SLOW_BODY, headers=keys.headers("sre")
         )
     assert (response.status_code, response.json()) == (500, {"error": "internal error"})
-    reason = sink.actions()[0].details["reason"]  # type: ignore[index]
+    reason = sink.requests()[0].details["reason"]  # type: ignore[index]
     assert reason.startswith(("predict failed: ValueError", "predict answered shape"))  # type: ignore[union-attr]
     assert "secret" not in response.text
 

@@ -31,6 +31,7 @@ from bastion.core.audit import AuditEvent
 from bastion.core.principals import KeyStore, Role
 from bastion.core.workspace import find_workspace, init_workspace
 from bastion.demo_model import DemoModel, write_model_folder
+from bastion.gateway.audit import request_entries
 from bastion.registry import Registry
 
 pytestmark = pytest.mark.services
@@ -207,7 +208,7 @@ def cluster(
 def _request_ids(cluster: Cluster) -> list[str]:
     return [
         e.details["request_id"]
-        for e in cluster.audit_events("gateway.request")
+        for e in request_entries(cluster.audit_events("gateway.requests"))
         if "request_id" in e.details
     ]
 

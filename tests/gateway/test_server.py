@@ -84,7 +84,7 @@ def test_serves_bastions_own_remote_target_and_flushes_on_stop(
     assert "server" not in refused.headers
     assert pending > 0
     assert gateway.audit.pending == 0
-    records = sink.actions()
+    records = sink.requests()
     # metadata + probe + 3 batches of up to 7 rows, then the refused request
     assert [r.details["status"] for r in records] == [200, 200, 200, 200, 200, 401]  # type: ignore[index]
     assert [r.details.get("batch") for r in records][2:5] == [7, 7, 6]  # type: ignore[union-attr]

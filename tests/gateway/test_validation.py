@@ -46,7 +46,7 @@ async def test_declared_body_too_large_is_refused_before_reading(
     async with serving(gateway) as client:
         response = await client.post(INFER, content=b"x" * 4096, headers={**keys.headers("client")})
     assert (response.status_code, response.json()) == (413, {"error": "request too large"})
-    (record,) = sink.actions()
+    (record,) = sink.requests()
     assert record.details["reason"] == "Content-Length 4096 > 2048"  # type: ignore[index]
 
 
@@ -356,7 +356,7 @@ async def test_tensor_errors_over_http_are_generic_and_audited(
         )
     assert (response.status_code, response.json()) == (422, {"error": "input values out of range"})
     assert (nan.status_code, nan.json()) == (422, {"error": "non-finite input values"})
-    reasons = [r.details["reason"] for r in sink.actions()]  # type: ignore[index]
+    reasons = [r.details["reason"] for r in sink.requests()]  # type: ignore[index]
     assert reasons[0] == "pixels: 1 values outside [0, 16] (min 0, max 99)"
     assert reasons[1] == "pixels: 1 NaN or infinite values"
-    assert all(math.isfinite(r.details["latency_us"]) for r in sink.actions())  # type: ignore[index,arg-type]
+    assert all(math.isfinite(r.details["latency_us"]) for r in sink.requests())  # type: ignore[index,arg-type]

@@ -13,7 +13,8 @@ from rich.console import Console
 
 from bastion.cli.context import Context, add_format_option
 from bastion.core.audit import AuditEvent
-from bastion.errors import AuditChainError
+from bastion.errors import AuditChainError, AuditError
+from bastion.gateway.audit import REQUESTS_ACTION, request_entries
 
 __all__ = ["parse_since", "register"]
 
@@ -115,9 +116,30 @@ def _render_event(event: AuditEvent) -> str:
     line = (
         f"{event.seq:>6}  {event.to_dict()['ts']}  {event.actor}  {event.action}  {event.subject}"
     )
-    if event.details:
-        line += "  " + json.dumps(event.to_dict()["details"], ensure_ascii=False, sort_keys=True)
+    details = event.to_dict()["details"]
+    if event.action == REQUESTS_ACTION:
+        try:
+            entries = request_entries([event])
+        except AuditError:
+            entries = None  # malformed: shown as stored, for 'bastion log verify' to judge
+        if entries is not None:
+            # One line per request under its batch's line, the same fields first on each.
+            summary = {k: v for k, v in details.items() if k != "requests"}
+            lines = [line + "  " + json.dumps(summary, ensure_ascii=False, sort_keys=True)]
+            for entry in entries:
+                rest = {k: v for k, v in entry.details.items() if k not in _ENTRY_COLUMNS}
+                lines.append(
+                    f"{'':>8}{entry.details['at']}  {entry.details.get('status', '?')} "
+                    f"{entry.details.get('decision', '?')}  "
+                    + json.dumps(rest, ensure_ascii=False, sort_keys=True)
+                )
+            return "\n".join(_printable(text) for text in lines)
+    if details:
+        line += "  " + json.dumps(details, ensure_ascii=False, sort_keys=True)
     return _printable(line)
+
+
+_ENTRY_COLUMNS = frozenset({"at", "status", "decision"})
 
 
 def run_show(ctx: Context) -> int:

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bastion.gateway.app import ExtractionGuard, Gateway, create_app
-    from bastion.gateway.audit import AuditSink, AuditWriter, payload_details, redact
+    from bastion.gateway.audit import (
+        REQUESTS_ACTION,
+        AuditSink,
+        AuditWriter,
+        RequestEntry,
+        payload_details,
+        redact,
+        request_entries,
+    )
     from bastion.gateway.auth import Authenticator, KeySource, secret_from_headers
     from bastion.gateway.execution import Deadlines, Executor, ModelCost
     from bastion.gateway.extraction import ExtractionAlert, ExtractionMonitor
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LABEL_OUTPUT",
+    "REQUESTS_ACTION",
     "AuditSink",
     "AuditWriter",
     "Authenticator",
@@ -62,6 +71,7 @@ __all__ = [
     "RedisRateLimiter",
     "Refusal",
     "Rejection",
+    "RequestEntry",
     "ServedEntry",
     "create_app",
     "load_production_models",
@@ -70,11 +80,15 @@ __all__ = [
     "parse_infer",
     "payload_details",
     "redact",
+    "request_entries",
     "secret_from_headers",
 ]
 
 _EXPORTS: dict[str, str] = {
     "LABEL_OUTPUT": "bastion.gateway.output",
+    "REQUESTS_ACTION": "bastion.gateway.audit",
+    "RequestEntry": "bastion.gateway.audit",
+    "request_entries": "bastion.gateway.audit",
     "AuditSink": "bastion.gateway.audit",
     "AuditWriter": "bastion.gateway.audit",
     "Authenticator": "bastion.gateway.auth",

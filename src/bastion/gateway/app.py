@@ -39,10 +39,12 @@ Every request has one deadline, ``gateway.timeout_seconds`` from its first byte,
 shared watchdog (:class:`~bastion.gateway.execution.Deadlines`): past it, a request still
 receiving its body gets ``408``, one waiting for its prediction ``504``, anything else ``503``.
 
-Audit records: one ``gateway.request`` event per request (actor: the key's principal, or
-``anonymous``; subject ``model:<name>`` or ``gateway``; details: key id, client address,
-method, route, status, decision, reason of a refusal, latency in microseconds, model version,
-batch size, the client's request id, and the redacted payload if ``gateway.audit_payloads``).
+Audit records: one entry per request, written in a ``gateway.requests`` event that holds a
+flushed batch's requests of one key and model (actor: the key's principal, or ``anonymous``;
+subject ``model:<name>`` or ``gateway``; each entry: its time, key id, client address, method,
+route, status, decision, reason of a refusal, latency in microseconds, model version, batch
+size, the client's request id, and the redacted payload if ``gateway.audit_payloads``; read
+them back with :func:`~bastion.gateway.audit.request_entries`).
 Two kinds of refusal are recorded as counts instead, one ``gateway.requests.refused`` event per
 key, address and reason per flush (see :meth:`~bastion.gateway.audit.AuditWriter.tally`): rate
 limited requests, and requests refused while the gateway is unavailable. Both come in floods
@@ -616,8 +618,7 @@ class Gateway:
             details["request_id"] = call.request_id
         if call.body is not None:
             details.update(payload_details(call.body))
-        record = AuditRecord("gateway.request", subject, details, actor=actor, now=self._clock())
-        self.audit.submit(record)
+        self.audit.request(actor, subject, self._clock(), details)
 
     def _audit_event(self, action: str, subject: str, details: dict[str, Any]) -> None:
         self.audit.submit(
@@ -712,7 +713,11 @@ def create_app(
         shutdown_seconds=settings.audit_shutdown_seconds,
     )
     if extraction is None and settings.extraction.enabled:
-        extraction = ExtractionMonitor(settings.extraction, on_alert=_alert_recorder(writer))
+        extraction = ExtractionMonitor(
+            settings.extraction,
+            on_alert=_alert_recorder(writer),
+            process=settings.extraction.worker_process,
+        )
     return Gateway(
         settings,
         authenticator=Authenticator(

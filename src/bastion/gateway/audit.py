@@ -1,11 +1,21 @@
 """Audit guard: every request recorded in the audit log, in batches, off the request path.
 
-(API not yet stable.) A request's record is built on the request path (a small dictionary) and
+(API not yet stable.) A request's entry is built on the request path (a small dictionary) and
 put on a bounded in-memory queue; a background task takes up to ``gateway.audit_batch_size``
-records at a time, at least every ``gateway.audit_flush_seconds``, and appends them with
+entries at a time, at least every ``gateway.audit_flush_seconds``, and appends them with
 :meth:`bastion.core.audit.AuditLog.append_many` in a worker thread: one transaction per batch,
 never a database commit per request (the issue measured a synchronous commit per request at
 15-50% of a small model's throughput).
+
+**One chained event per key and model per batch.** The requests of a batch made with the same
+key (actor) to the same model (subject) become one ``gateway.requests`` event whose details are
+``{"count", "first", "last", "requests": [entry, ...]}``, each entry stamped with its own time
+(``at``). Hashing and storing one event per request cost 60-140 µs of the gateway's CPU each,
+more than half of a small model's whole request; one per batch costs a few µs per request. The
+chain covers every entry all the same: changing, removing or reordering one breaks the event's
+hash. An event is split before its details pass the log's 64 KiB limit; events keep the order of
+the queue (a lifecycle event between two requests is appended between their events).
+:func:`request_entries` turns events back into one :class:`RequestEntry` per request.
 
 Guarantees:
 
@@ -35,18 +45,37 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import json
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bastion.core.audit import AuditRecord, canonical_json
+from bastion.core.audit import (
+    JSON,
+    MAX_DETAILS_BYTES,
+    AuditEvent,
+    AuditRecord,
+    canonical_json,
+)
 from bastion.core.timestamps import format_utc
 from bastion.errors import AuditError, StorageError
 
-__all__ = ["AuditSink", "AuditWriter", "payload_details", "redact"]
+__all__ = [
+    "REQUESTS_ACTION",
+    "AuditSink",
+    "AuditWriter",
+    "RequestEntry",
+    "payload_details",
+    "redact",
+    "request_entries",
+]
+
+#: The action of the events that carry a batch's requests.
+REQUESTS_ACTION = "gateway.requests"
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +83,12 @@ _MAX_BACKOFF = 5.0
 _PAYLOAD_BUDGET = 48 * 1024
 _MAX_REDACT_DEPTH = 64
 _MAX_TALLIES = 10_000
+# An event's details are closed at this estimate (json.dumps with its default separators and
+# ASCII escapes, never shorter than the canonical form for the strings and integers of an
+# entry; an entry with a payload is measured exactly); a batch the log still refuses for its
+# size is written entry by entry.
+_EVENT_BUDGET = MAX_DETAILS_BYTES - 4 * 1024
+_MAX_ENTRIES_PER_EVENT = 1024
 
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
 # 13 to 19 digits, optionally grouped by single spaces or dashes.
@@ -128,8 +163,6 @@ def payload_details(body: bytes) -> dict[str, Any]:
     Never raises: a body that is not JSON, or too large or deep for a record, is recorded by
     digest.
     """
-    import json
-
     digest = {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
     if len(body) > 4 * _PAYLOAD_BUDGET:
         return {**digest, "omitted": "too large"}
@@ -145,6 +178,110 @@ def payload_details(body: bytes) -> dict[str, Any]:
 
 def _iso(moment: float) -> str:
     return format_utc(datetime.fromtimestamp(moment, UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEntry:
+    """One request as the gateway recorded it, read back from a ``gateway.requests`` event.
+
+    Attributes:
+        seq: the sequence number of the event that holds it (None when read from records
+            not appended yet).
+        actor: the caller (``key:<id>``, or ``anonymous``).
+        subject: ``model:<name>``, or ``gateway`` when no model was resolved.
+        at: when the gateway answered (UTC, microseconds).
+        details: the entry: address, method, route, status, decision, latency_us, key_id,
+            reason, version or model, batch, request_id, and the payload when recorded.
+    """
+
+    seq: int | None
+    actor: str
+    subject: str
+    at: datetime
+    details: Mapping[str, Any]
+
+
+def request_entries(events: Iterable[AuditEvent | AuditRecord]) -> list[RequestEntry]:
+    """Every request recorded in ``events`` (other actions are skipped), by time answered.
+
+    A batch's requests are grouped per key and model, so chain order is not answer order
+    across keys; entries are sorted by their ``at`` (a stable sort: ties keep chain order).
+
+    Raises:
+        AuditError: a ``gateway.requests`` event does not hold a list of entries.
+    """
+    entries: list[RequestEntry] = []
+    for event in events:
+        if event.action != REQUESTS_ACTION:
+            continue
+        seq = event.seq if isinstance(event, AuditEvent) else None
+        where = f"audit event {seq}" if seq is not None else "a gateway.requests record"
+        items = (event.details or {}).get("requests")
+        if not isinstance(items, list | tuple):
+            raise AuditError(f"{where} holds no list of requests")
+        for item in items:
+            at = item.get("at") if isinstance(item, Mapping) else None
+            if not isinstance(at, str):
+                raise AuditError(f"{where} holds a malformed request entry")
+            try:
+                moment = datetime.fromisoformat(at)
+            except ValueError as exc:
+                raise AuditError(f"{where} holds a request entry with a bad time") from exc
+            actor = event.actor or ""
+            entries.append(RequestEntry(seq, actor, event.subject, moment, item))
+    entries.sort(key=lambda entry: entry.at)
+    return entries
+
+
+# A request waiting in the queue: actor, subject, when, entry.
+_Pending = tuple[str, str, datetime, dict[str, Any]]
+
+
+def _as_records(items: Sequence[AuditRecord | _Pending]) -> list[AuditRecord]:
+    """The events for a run of queued items: requests grouped per actor and subject."""
+    records: list[AuditRecord] = []
+    # (actor, subject) -> (entries, estimated bytes, first, last); insertion-ordered.
+    groups: dict[tuple[str, str], tuple[list[dict[str, Any]], list[int], list[datetime]]] = {}
+
+    def close(key: tuple[str, str]) -> None:
+        entries, _, span = groups.pop(key)
+        details: dict[str, JSON] = {
+            "count": len(entries),
+            "first": format_utc(span[0]),
+            "last": format_utc(span[1]),
+            "requests": entries,
+        }
+        records.append(AuditRecord(REQUESTS_ACTION, key[1], details, actor=key[0], now=span[1]))
+
+    def close_all() -> None:
+        for key in list(groups):
+            close(key)
+
+    for item in items:
+        if isinstance(item, AuditRecord):
+            close_all()
+            records.append(item)
+            continue
+        actor, subject, moment, entry = item
+        entry = {**entry, "at": format_utc(moment)}
+        # A recorded payload may hold floats whose canonical form is longer than Python's
+        # (1e+20 is written out in full): measure those exactly.
+        size = len(canonical_json(entry) if "payload" in entry else json.dumps(entry)) + 2
+        key = (actor, subject)
+        group = groups.get(key)
+        if group is not None and (
+            group[1][0] + size > _EVENT_BUDGET or len(group[0]) >= _MAX_ENTRIES_PER_EVENT
+        ):
+            close(key)
+            group = None
+        if group is None:
+            groups[key] = ([entry], [size + 96], [moment, moment])
+        else:
+            group[0].append(entry)
+            group[1][0] += size
+            group[2][1] = moment
+    close_all()
+    return records
 
 
 class AuditWriter:
@@ -172,7 +309,7 @@ class AuditWriter:
         self.flush_seconds = flush_seconds
         self.queue_max = queue_max
         self.shutdown_seconds = shutdown_seconds
-        self._queue: collections.deque[AuditRecord] = collections.deque()
+        self._queue: collections.deque[AuditRecord | _Pending] = collections.deque()
         self._tallies: dict[tuple[str, str, tuple[tuple[str, Any], ...]], list[Any]] = {}
         self._wakeup: asyncio.Event | None = None
         self._stop_event: asyncio.Event | None = None
@@ -239,16 +376,27 @@ class AuditWriter:
                 )
             )
 
+    def request(self, actor: str, subject: str, at: datetime, entry: dict[str, Any]) -> bool:
+        """Queue one request's entry (thread-safe, never blocks); False if the queue is full.
+
+        It is written inside a ``gateway.requests`` event of ``actor`` and ``subject`` (see the
+        module docstring); ``entry`` must not be changed afterwards.
+        """
+        return self._put((actor, subject, at, entry), force=False)
+
     def submit(self, record: AuditRecord, *, force: bool = False) -> bool:
         """Queue ``record`` (thread-safe, never blocks); False if the queue is full.
 
         ``force`` queues it even then: for the gateway's own few lifecycle events (start,
         stop, a model refused), which must not be lost to a flood of requests.
         """
+        return self._put(record, force=force)
+
+    def _put(self, item: AuditRecord | _Pending, *, force: bool) -> bool:
         if len(self._queue) >= self.queue_max and not force:
             self.dropped += 1
             return False
-        self._queue.append(record)
+        self._queue.append(item)
         if len(self._queue) >= self.batch_size and not self._signalled:
             self._signalled = True
             loop = self._loop
@@ -305,7 +453,7 @@ class AuditWriter:
             return True
         batch = [self._queue[i] for i in range(count)]
         try:
-            await asyncio.to_thread(self._sink.append_many, batch)
+            await asyncio.to_thread(self._append, batch)
         except AuditError as exc:
             if not isinstance(exc.__cause__, StorageError):
                 # The log refused a record's content, not the database: isolate it.
@@ -322,6 +470,10 @@ class AuditWriter:
         self.failing = False
         return True
 
+    def _append(self, items: Sequence[AuditRecord | _Pending]) -> None:
+        # In the worker thread: grouping and timestamps stay off the event loop.
+        self._sink.append_many(_as_records(items))
+
     def _failed(self, exc: BaseException) -> bool:
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -332,9 +484,9 @@ class AuditWriter:
 
     async def _write_one_by_one(self, count: int) -> None:
         for _ in range(count):
-            record = self._queue[0]
+            item = self._queue[0]
             try:
-                await asyncio.to_thread(self._sink.append_many, [record])
+                await asyncio.to_thread(self._append, [item])
             except AuditError as exc:
                 if isinstance(exc.__cause__, StorageError):
                     self._failed(exc)
