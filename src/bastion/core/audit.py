@@ -183,16 +183,25 @@ def canonical_json(value: JSON) -> bytes:
         AuditError: ``value`` is not JSON (a set, bytes, a non-string key, NaN, an integer
             beyond 2**53, a lone surrogate) or is nested deeper than ``MAX_DETAILS_DEPTH``.
     """
-    # The fast path covers what the log mostly holds (ASCII keys, strings, small integers)
-    # with the C string encoder; anything else, and every error, takes the checking path,
-    # which writes the same bytes (a property test holds the two together).
+    return _canonical(value)[0]
+
+
+def _canonical(value: JSON) -> tuple[bytes, bool]:
+    """:func:`canonical_json`, and whether the fast path wrote it.
+
+    The fast path covers what the log mostly holds (ASCII keys, strings, small integers, floats
+    below 1e15) with the C string encoder; anything else, and every error, takes the checking
+    path, which writes the same bytes (a property test holds the two together). What the fast
+    path writes holds no float written out as a long integer (1e20 is
+    "100000000000000000000"), so plain ``json.loads`` reads it back exactly.
+    """
     parts: list[str] = []
     try:
         _encode_fast(value, parts, 0)
-        return "".join(parts).encode("utf-8")
+        return "".join(parts).encode("utf-8"), True
     except (_NotFastError, UnicodeEncodeError):
         pass
-    return _canonical_checked(value)
+    return _canonical_checked(value), False
 
 
 def _canonical_checked(value: JSON) -> bytes:
@@ -247,7 +256,16 @@ def _encode_fast(value: object, out: list[str], depth: int) -> None:
             first = False
             out.append(_encode_string(key))
             out.append(":")
-            _encode_fast(mapping[key], out, depth + 1)
+            # Strings and small integers inline: most values of a record are one or the other,
+            # and a call per value was most of the encoder's time on the gateway's entries.
+            item = mapping[key]
+            kind = type(item)
+            if kind is str:
+                out.append(_encode_string(item))
+            elif kind is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                out.append(int.__repr__(item))
+            else:
+                _encode_fast(item, out, depth + 1)
         out.append("}")
     elif kind is list or kind is tuple:
         out.append("[")
@@ -258,7 +276,7 @@ def _encode_fast(value: object, out: list[str], depth: int) -> None:
             first = False
             _encode_fast(item, out, depth + 1)
         out.append("]")
-    elif kind is float:
+    elif kind is float and -1e15 < value < 1e15:  # type: ignore[operator]
         out.append(_ecmascript_number(value, "$"))  # type: ignore[arg-type]
     else:
         raise _NotFastError
@@ -377,18 +395,24 @@ def _parse_details(text: str) -> dict[str, Any]:
     return value
 
 
-def _encode_details(details: Mapping[str, JSON] | None) -> str:
+def _encode_details(details: Mapping[str, JSON] | None) -> tuple[str, Any]:
+    """The canonical text of ``details`` and the same value as parsed back from it."""
     if details is None:
         details = {}
     if not isinstance(details, Mapping):
         raise AuditError(f"details must be a mapping, not a {type(details).__name__}")
     _refuse_secret_keys(details, "$")
-    encoded = canonical_json(details)
+    encoded, fast = _canonical(details)
     if len(encoded) > MAX_DETAILS_BYTES:
         raise AuditError(
             f"details are {len(encoded)} bytes of JSON, more than the {MAX_DETAILS_BYTES} allowed"
         )
-    return encoded.decode("utf-8")
+    text = encoded.decode("utf-8")
+    # Only a run of 16+ digits can be an integer beyond 2**53 (a large float written out),
+    # and the fast path never writes one: without one, no Python callback per number.
+    if fast or not _LONG_DIGITS_RE.search(text):
+        return text, json.loads(text)
+    return text, json.loads(text, parse_int=_parse_int)
 
 
 def _refuse_secret_keys(value: object, path: str, depth: int = 0) -> None:
@@ -745,15 +769,8 @@ class AuditLog:
             who = _check_text(
                 "actor", self._actor if record.actor is None else record.actor, MAX_ACTOR_CHARS
             )
-            details_text = _encode_details(record.details)
+            details_text, parsed = _encode_details(record.details)
             fixed_ts = None if record.now is None else _format_ts(record.now)
-            # Only a run of 16+ digits can be an integer beyond 2**53 (a large float written
-            # out): without one, the C parser needs no Python callback per number.
-            parsed = (
-                json.loads(details_text, parse_int=_parse_int)
-                if _LONG_DIGITS_RE.search(details_text)
-                else json.loads(details_text)
-            )
             prepared.append((record, who, details_text, fixed_ts, parsed))
         if not prepared:
             return []

@@ -83,12 +83,13 @@ _MAX_BACKOFF = 5.0
 _PAYLOAD_BUDGET = 48 * 1024
 _MAX_REDACT_DEPTH = 64
 _MAX_TALLIES = 10_000
-# An event's details are closed at this estimate (json.dumps with its default separators and
-# ASCII escapes, never shorter than the canonical form for the strings and integers of an
-# entry; an entry with a payload is measured exactly); a batch the log still refuses for its
-# size is written entry by entry.
+# An event's details are closed before this many bytes by an upper bound of each entry's
+# canonical size (see _entry_size); a batch the log still refuses is written entry by entry.
 _EVENT_BUDGET = MAX_DETAILS_BYTES - 4 * 1024
 _MAX_ENTRIES_PER_EVENT = 1024
+# Keys, punctuation and integers of an entry without its strings: its fields are the gateway's
+# own dozen short names with integers of at most 16 digits.
+_ENTRY_FIXED_BYTES = 512
 
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
 # 13 to 19 digits, optionally grouped by single spaces or dashes.
@@ -237,6 +238,17 @@ def request_entries(events: Iterable[AuditEvent | AuditRecord]) -> list[RequestE
 _Pending = tuple[str, str, datetime, dict[str, Any]]
 
 
+def _entry_size(entry: Mapping[str, Any]) -> int:
+    """An upper bound of ``entry``'s canonical JSON size in bytes, plus its comma."""
+    if "payload" in entry:
+        # Measured exactly: a payload's floats can be longer in canonical form than in
+        # Python's (1e+20 is written out in full).
+        return len(canonical_json(dict(entry))) + 1
+    # A character takes at most 6 bytes in canonical JSON (a control character as \u00XX).
+    chars = sum(len(value) for value in entry.values() if type(value) is str)
+    return _ENTRY_FIXED_BYTES + 6 * chars
+
+
 def _as_records(items: Sequence[AuditRecord | _Pending]) -> list[AuditRecord]:
     """The events for a run of queued items: requests grouped per actor and subject."""
     records: list[AuditRecord] = []
@@ -264,9 +276,7 @@ def _as_records(items: Sequence[AuditRecord | _Pending]) -> list[AuditRecord]:
             continue
         actor, subject, moment, entry = item
         entry = {**entry, "at": format_utc(moment)}
-        # A recorded payload may hold floats whose canonical form is longer than Python's
-        # (1e+20 is written out in full): measure those exactly.
-        size = len(canonical_json(entry) if "payload" in entry else json.dumps(entry)) + 2
+        size = _entry_size(entry)
         key = (actor, subject)
         group = groups.get(key)
         if group is not None and (
@@ -275,7 +285,7 @@ def _as_records(items: Sequence[AuditRecord | _Pending]) -> list[AuditRecord]:
             close(key)
             group = None
         if group is None:
-            groups[key] = ([entry], [size + 96], [moment, moment])
+            groups[key] = ([entry], [size + 128], [moment, moment])
         else:
             group[0].append(entry)
             group[1][0] += size
