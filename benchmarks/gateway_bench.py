@@ -712,7 +712,8 @@ def report(
     load = os.getloadavg()
     print(
         f"model {args.model}; {args.connections} connections, {args.duration:g} s per run, "
-        f"{args.rounds} rounds interleaved; {os.cpu_count()} cores; load average {load[0]:.2f}; {replica_note}; "
+        f"{args.rounds} rounds interleaved; {os.cpu_count()} cores; "
+        f"load average {load[0]:.2f}; {replica_note}; "
         f"python {sys.version.split()[0]}"
     )
     print(
