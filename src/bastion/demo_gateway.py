@@ -611,7 +611,7 @@ def _audit_trail(workspace: Workspace, call: _Caller, report: Callable[[DemoStep
             ok,
             (
                 *_trail_lines(events),
-                f"{sent} requests sent: {len(requests)} recorded one by one in "
+                f"{sent} requests sent: {len(requests)} recorded as entries of "
                 f"{len({r.seq for r in requests})} gateway.requests events, {tallied} "
                 f"rate-limited request(s) counted in gateway.requests.refused; "
                 f"{len(alerts)} extraction alert(s)",

@@ -373,6 +373,21 @@ async def test_shutdown_waits_for_a_log_that_comes_back() -> None:
     assert [r.subject for r in sink.records] == ["x"]
 
 
+async def test_counted_refusals_are_written_before_the_stop_event(
+    make_gateway: GatewayFactory, keys: Keys, sample: Any, sink: MemorySink
+):
+    gateway = make_gateway(
+        audit_flush_seconds=60,
+        rate_limit={"per_key_per_minute": 1, "per_address_per_minute": 100},
+    )
+    async with serving(gateway) as client:
+        for _ in range(3):
+            await client.post(INFER, json=infer_body(sample(0)), headers=keys.headers("client"))
+    actions = [r.action for r in sink.records]
+    assert actions == ["gateway.start", REQUESTS_ACTION, "gateway.requests.refused", "gateway.stop"]
+    assert sink.records[2].details["count"] == 2  # type: ignore[index]
+
+
 async def test_tallies_are_bounded() -> None:
     sink = MemorySink()
     writer = AuditWriter(sink, batch_size=100_000, flush_seconds=10)

@@ -302,18 +302,21 @@ class Gateway:
         if not self._started:
             return
         self._started = False
-        self._audit_event("gateway.stop", "gateway", {})
-        await self._stop()
+        await self._stop(record=True)
 
-    async def _stop(self) -> None:
+    async def _stop(self, *, record: bool = False) -> None:
         # Each part's stop is safe to call when it never started. The audit writer goes last:
-        # everything before it may still record events.
+        # everything before it may still record events. ``record``: end the trail with the
+        # counted refusals, then gateway.stop, so that nothing follows the stop.
         if self.extraction is not None:
             await self.extraction.stop()
         await self.limiter.close()
         await self.auth.stop()
         await self.deadlines.stop()
         await self.executor.stop()
+        if record:
+            self.audit.drain_tallies()
+            self._audit_event("gateway.stop", "gateway", {})
         await self.audit.stop()
 
     async def __aenter__(self) -> Gateway:

@@ -369,7 +369,11 @@ class AuditWriter:
         entry[0] += 1
         entry[2] = now
 
-    def _drain_tallies(self) -> None:
+    def drain_tallies(self) -> None:
+        """Queue the refusals counted so far as their ``gateway.requests.refused`` events now.
+
+        A flush does this by itself; the gateway calls it before its last event.
+        """
         tallies, self._tallies = self._tallies, {}
         for (actor, subject, fields), (count, first, last) in tallies.items():
             details: dict[str, Any] = {k: v for k, v in fields if v is not None}
@@ -457,7 +461,7 @@ class AuditWriter:
     async def flush_once(self) -> bool:
         """Write one batch from the head of the queue; False if the database refused it."""
         if self._tallies:
-            self._drain_tallies()
+            self.drain_tallies()
         count = min(len(self._queue), self.batch_size)
         if not count:
             return True
