@@ -136,7 +136,9 @@ def remote(served: Served, x: np.ndarray, batch: int) -> tuple[np.ndarray, int, 
 
 def audited(served: Served) -> tuple[int, int]:
     """The gateway's request records so far: all of them, and the inferences answered 200."""
-    records = [r for r in served.sink.records if r.action == "gateway.request"]
+    from bastion.gateway.audit import request_entries
+
+    records = request_entries(served.sink.records)
     inferences = sum(
         1 for r in records if r.details["route"].endswith("/infer") and r.details["status"] == 200
     )
@@ -245,7 +247,7 @@ def main() -> None:
         )
     print(
         "\nrequests: sent by the client, every attempt (the target's include its metadata and "
-        "probe requests\nand the refused oversized batches); audited: gateway.request records "
+        "probe requests\nand the refused oversized batches); audited: request entries "
         "the gateway wrote for them;\ninfer: of those, inferences answered; batch: the samples "
         "per request the client settled on.\nWall times include the client's own work (JSON); "
         "client and gateway share this process, so\nthey vary with the machine's load; the "
